@@ -197,6 +197,20 @@ impl GrpcFluxion {
         }
     }
 
+    /// Refuse locally a request larger than the message limit (tonic would
+    /// fail it as a transport error).
+    fn check_size(&self, call: Call, request: &impl prost::Message) -> Result<(), FluxionError> {
+        let len = request.encoded_len();
+        if len > self.options.max_message_size {
+            return Err(FluxionError::Invalid(format!(
+                "{} message too large: {len} bytes, the limit is {} bytes",
+                call.name(),
+                self.options.max_message_size
+            )));
+        }
+        Ok(())
+    }
+
     /// Open the connection if there is none, honouring the backoff.
     fn ensure_connected(
         &mut self,
@@ -304,6 +318,7 @@ impl Fluxion for GrpcFluxion {
             policy: policy.to_string(),
             jgf: jgf.to_string(),
         };
+        self.check_size(Call::Init, &request)?;
         let timeout = self.options.init_timeout;
         let response = self
             .call(Call::Init, timeout, |mut c| async move { c.init(request).await })?
@@ -323,6 +338,7 @@ impl Fluxion for GrpcFluxion {
             request: String::new(),
             reservation: reserve,
         };
+        self.check_size(Call::Match, &request)?;
         let timeout = self.options.call_timeout;
         let r = self
             .call(Call::Match, timeout, |mut c| async move { c.r#match(request).await })?
@@ -369,6 +385,7 @@ impl Fluxion for GrpcFluxion {
             jobid,
             allocation: allocation.to_string(),
         };
+        self.check_size(Call::Restore, &request)?;
         let timeout = self.options.init_timeout;
         let r = match self.call(Call::Restore, timeout, |mut c| async move {
             c.restore(request).await
