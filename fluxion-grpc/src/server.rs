@@ -314,15 +314,25 @@ impl FluxionService for PancakeService {
         _request: Request<proto::InfoRequest>,
     ) -> Result<Response<proto::InfoResponse>, Status> {
         // Lock-free on purpose: Info answers even during a long Init.
+        let started = Instant::now();
         let s = &self.shared;
-        Ok(Response::new(proto::InfoResponse {
+        let info = proto::InfoResponse {
             implementation: IMPLEMENTATION.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             instance_id: s.instance_id.clone(),
             init_generation: s.init_generation.load(Ordering::SeqCst),
             live_jobs: s.live_jobs.load(Ordering::SeqCst),
             backend: s.backend_name.clone(),
-        }))
+        };
+        if s.log {
+            eprintln!(
+                "{IMPLEMENTATION}: Info ok generation={} live_jobs={} {}us",
+                info.init_generation,
+                info.live_jobs,
+                started.elapsed().as_micros()
+            );
+        }
+        Ok(Response::new(info))
     }
 }
 
