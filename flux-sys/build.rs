@@ -21,7 +21,11 @@ const MIN_VERSION: (u32, u32, u32) = (0, 61, 0);
 const FEATURES: &[(&str, (u32, u32, u32), &str)] = &[
     // `job-manager.raise` accepts `wait_status` (dd92a9f6), so a mirrored
     // exception carries the application job's exit code.
-    ("flux_raise_wait_status", (0, 84, 0), "job-manager.raise wait_status"),
+    (
+        "flux_raise_wait_status",
+        (0, 84, 0),
+        "job-manager.raise wait_status",
+    ),
 ];
 
 fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
@@ -45,7 +49,10 @@ fn main() {
         println!("cargo::rustc-check-cfg=cfg({name})");
     }
 
-    let core = match pkg_config::Config::new().cargo_metadata(true).probe("flux-core") {
+    let core = match pkg_config::Config::new()
+        .cargo_metadata(true)
+        .probe("flux-core")
+    {
         Ok(lib) => lib,
         Err(_) => fail(
             "flux-sys: flux-core was not found by `pkg-config flux-core`; install flux-core \
@@ -54,7 +61,10 @@ fn main() {
         ),
     };
     let version = parse_version(&core.version).unwrap_or_else(|| {
-        fail(&format!("flux-sys: cannot parse the flux-core version {:?}.", core.version))
+        fail(&format!(
+            "flux-sys: cannot parse the flux-core version {:?}.",
+            core.version
+        ))
     });
     if version < MIN_VERSION {
         fail(&format!(
@@ -76,9 +86,7 @@ fn main() {
     // Exported to dependents as DEP_FLUX_CORE_<KEY>.
     println!("cargo::metadata=version={}", core.version);
     println!("cargo::rustc-env=FLUX_SYS_CORE_VERSION={}", core.version);
-    let var = |name: &str| {
-        pkg_config::get_variable("flux-core", name).unwrap_or_default()
-    };
+    let var = |name: &str| pkg_config::get_variable("flux-core", name).unwrap_or_default();
     for key in ["fluxmoddir", "fluxlibdir", "fluxcmddir", "prefix"] {
         println!("cargo::metadata={key}={}", var(key));
     }
@@ -93,7 +101,7 @@ fn main() {
         .header("wrapper.h")
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .allowlist_function("flux_.*|idset_.*|hostlist_.*")
-        .allowlist_type("flux_.*|idset.*|hostlist.*")
+        .allowlist_type("flux_.*|idset.*|hostlist.*|job_.*|kvs_.*|event_flags")
         .allowlist_var("FLUX_.*|IDSET_.*")
         // The va_list variants cannot be called portably from Rust; the
         // variadic `...` forms and the string-JSON APIs cover every need.

@@ -1,1 +1,62 @@
-//! stub
+//! A safe Rust layer over flux-core for pancake.
+//!
+//! # Threading model
+//! Every handle, message, future and watcher here belongs to the thread that
+//! runs its reactor (a broker module's thread, or the job-manager's thread for
+//! a jobtap plugin). The types are `!Send` and `!Sync`. Other threads reach the
+//! reactor only through [`channel`], which wakes it with an fd watcher.
+//!
+//! # Ownership model
+//! Each C object has one owned type whose `Drop` releases it ([`Handle`],
+//! [`Msg`], [`Future`], [`Watcher`], [`MsgHandlers`]) and, where callbacks
+//! receive borrowed pointers, a `Ref` type used by reference ([`HandleRef`],
+//! [`MsgRef`], [`FutureRef`]). Closures given to C are boxed once, owned by
+//! the Rust object that registered them, and survive their own callback even
+//! when it drops that object.
+//!
+//! # Error model
+//! flux-core returns -1/NULL with `errno`; every wrapper turns that into
+//! [`Error`] (`errno` plus text) at once. Entry points ([`module_main!`],
+//! `jobtap_plugin!`) and every trampoline catch panics, log them to the
+//! broker, and fail the call: no panic ever crosses into C.
+
+pub mod error;
+pub mod ffi;
+pub mod future;
+pub mod handle;
+pub mod job;
+#[cfg(feature = "jobtap")]
+pub mod jobtap;
+pub mod json;
+pub mod kvs;
+pub mod log;
+pub mod module;
+pub mod msg;
+pub mod msg_handler;
+pub mod reactor;
+pub mod watcher;
+
+pub use error::{Error, Result};
+pub use future::{Future, FutureRef, Pending};
+pub use handle::{Handle, HandleRef};
+pub use log::Level;
+pub use msg::{Msg, MsgRef};
+pub use msg_handler::{MsgHandlers, Role, Table};
+pub use reactor::ReactorRef;
+pub use watcher::{Sender, Watcher, WatcherRef, channel};
+
+/// The flux-core version these bindings were generated from.
+pub const FLUX_CORE_BUILD_VERSION: &str = flux_sys::FLUX_CORE_BUILD_VERSION;
+
+/// Any node: the `nodeid` for an RPC the broker routes to the nearest service.
+pub const NODEID_ANY: u32 = flux_sys::FLUX_SYS_NODEID_ANY;
+
+/// The flux-core version linked at run time (`flux_core_version_string()`).
+pub fn core_version() -> String {
+    // SAFETY: flux_core_version_string returns a pointer to a static string.
+    unsafe { ffi::cstr_to_string(flux_sys::flux_core_version_string()) }.unwrap_or_default()
+}
+
+/// The raw bindings, re-exported for the entry-point macros.
+#[doc(hidden)]
+pub use flux_sys as flux_sys_reexport;

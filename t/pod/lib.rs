@@ -1,1 +1,542 @@
-//! stub
+//! A simulated Flux Operator MiniCluster pod, for tier-2 tests and the demo.
+//!
+//! A pod is one **queue** broker plus K **application** brokers. Each is a
+//! real `flux start --test-size=N` instance whose N brokers all pretend to be
+//! the same fake hosts (`flux-sample-[0..N-1]`) with C cores (and optionally
+//! G GPUs) per node, exactly as every container's broker in an operator pod
+//! believes it owns the whole node. The harness lays out what the operator
+//! lays out in its view:
+//!
+//! ```text
+//! <root>/run/flux/local-<i>           socket of container i (a symlink)
+//! <root>/etc/flux/meta/<i>-<name>     marker naming container i
+//! <root>/etc/flux/system/R-<i>        container i's resource set (Rv1)
+//! <root>/etc/flux/config-<i>/         container i's broker config
+//! ```
+//!
+//! Index 0 is the queue container; applications are 1..=K.
+//!
+//! Cleanup is not optional: every `flux start` runs in its own process
+//! group with the harness holding its initial program's stdin. Dropping the
+//! pod (also on panic) closes those pipes, which ends the instances; anything
+//! still alive after a grace period is killed, including job shells that left
+//! the process group, found by the pod's unique root path in their
+//! environment. [`Pod::shutdown`] does the same and reports any process that
+//! survived, so a test can fail on it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Why tier 2 cannot run here, or `None` when flux-core is available.
+pub fn skip_reason() -> Option<&'static str> {
+    option_env!("PANCAKE_FLUX_SKIP_REASON")
+}
+
+/// The `flux` command found at build time.
+pub fn flux_bin() -> &'static str {
+    option_env!("PANCAKE_FLUX_BIN").unwrap_or("flux")
+}
+
+/// The flux-core version found at build time.
+pub fn flux_version() -> &'static str {
+    option_env!("PANCAKE_FLUX_VERSION").unwrap_or("none")
+}
+
+/// Errors from the harness: what failed and its output.
+pub type Error = String;
+
+/// The shape of a pod.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    /// Application container names (index 1..=K).
+    pub containers: Vec<String>,
+    /// Fake nodes per instance (brokers per `flux start`).
+    pub nodes: u32,
+    /// Cores per node.
+    pub cores: u32,
+    /// Fake GPUs per node, per container name (missing = 0).
+    pub gpus: BTreeMap<String, u32>,
+    /// Brokers in the queue instance (the operator runs one per node; a
+    /// smaller queue saves CPU in tests: its jobs never execute).
+    pub queue_size: u32,
+    /// Host name prefix (`flux-sample` gives `flux-sample-0` ...).
+    pub hostname: String,
+}
+
+impl Default for PodSpec {
+    fn default() -> Self {
+        PodSpec {
+            containers: vec!["lammps".into(), "ior".into(), "chatterbug".into()],
+            nodes: 4,
+            cores: 10,
+            gpus: BTreeMap::new(),
+            queue_size: 4,
+            hostname: "flux-sample".into(),
+        }
+    }
+}
+
+impl PodSpec {
+    /// The fake hosts as an RFC 29 hostlist.
+    pub fn hostlist(&self) -> String {
+        if self.nodes == 1 {
+            format!("{}-0", self.hostname)
+        } else {
+            format!("{}-[0-{}]", self.hostname, self.nodes - 1)
+        }
+    }
+}
+
+/// One `flux start` instance of the pod.
+#[derive(Debug)]
+pub struct Broker {
+    /// Container name (`queue` for index 0).
+    pub name: String,
+    /// Container index in the view layout.
+    pub index: usize,
+    /// `local://` URI of its rank 0 broker.
+    pub uri: String,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// A `flux` command aimed at this broker.
+    pub fn flux(&self) -> Command {
+        let mut c = Command::new(flux_bin());
+        c.env("FLUX_URI", &self.uri);
+        c
+    }
+
+    /// Run `flux <args>` on this broker; `Err` with its output unless it exits 0.
+    pub fn run(&self, args: &[&str]) -> Result<String, Error> {
+        let out = self.output(args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "[{}] flux {} failed ({}): {}{}",
+                self.name,
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Run `flux <args>` on this broker and return its whole output.
+    pub fn output(&self, args: &[&str]) -> Result<Output, Error> {
+        self.flux()
+            .args(args)
+            .output()
+            .map_err(|e| format!("running flux {}: {e}", args.join(" ")))
+    }
+
+    /// The pid of this instance's rank 0 broker.
+    pub fn broker_pid(&self) -> Result<i32, Error> {
+        self.run(&["getattr", "broker.pid"])?
+            .trim()
+            .parse()
+            .map_err(|e| format!("broker.pid: {e}"))
+    }
+
+    /// The broker's resident memory in KiB (VmRSS of rank 0).
+    pub fn rss_kib(&self) -> Result<u64, Error> {
+        let pid = self.broker_pid()?;
+        let status =
+            fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| "no VmRSS".to_string())
+    }
+
+    /// The tail of this instance's own log (stderr of `flux start`).
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// A running pod; see the crate docs.
+#[derive(Debug)]
+pub struct Pod {
+    /// The spec it was started with.
+    pub spec: PodSpec,
+    root: PathBuf,
+    keep: bool,
+    /// The queue broker (index 0).
+    pub queue: Broker,
+    /// Application brokers, index 1..=K, in spec order.
+    pub apps: Vec<Broker>,
+}
+
+impl Pod {
+    /// Start a pod and wait until every broker of every instance is online.
+    pub fn start(spec: PodSpec) -> Result<Pod, Error> {
+        if let Some(reason) = skip_reason() {
+            return Err(format!("flux-core unavailable: {reason}"));
+        }
+        let base = std::env::var_os("PANCAKE_POD_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+        let root = tempfile::Builder::new()
+            .prefix("pancake-pod.")
+            .tempdir_in(&base)
+            .map_err(|e| e.to_string())?
+            .keep();
+        for d in ["run/flux", "etc/flux/meta", "etc/flux/system", "var/log"] {
+            fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+        }
+        let mut pod = Pod {
+            queue: Broker::placeholder("queue", 0),
+            apps: Vec::new(),
+            keep: std::env::var_os("PANCAKE_POD_KEEP").is_some(),
+            root,
+            spec,
+        };
+        // Start everything first, then wait: the instances boot in parallel.
+        pod.queue = pod.launch("queue", 0, pod.spec.queue_size)?;
+        for (i, name) in pod.spec.containers.clone().iter().enumerate() {
+            let b = pod.launch(name, i + 1, pod.spec.nodes)?;
+            pod.apps.push(b);
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let names: Vec<String> = std::iter::once(&pod.queue)
+            .chain(&pod.apps)
+            .map(|b| b.name.clone())
+            .collect();
+        for name in names {
+            pod.wait_ready(&name, deadline)?;
+        }
+        for i in 0..pod.apps.len() {
+            let r = pod.apps[i].run(&["kvs", "get", "resource.R"])?;
+            fs::write(pod.root.join(format!("etc/flux/system/R-{}", i + 1)), r)
+                .map_err(|e| e.to_string())?;
+        }
+        let r = pod.queue.run(&["kvs", "get", "resource.R"])?;
+        fs::write(pod.root.join("etc/flux/system/R-0"), r).map_err(|e| e.to_string())?;
+        Ok(pod)
+    }
+
+    /// The view root (`/mnt/flux/view` in an operator pod).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The application broker named `name`.
+    pub fn app(&self, name: &str) -> &Broker {
+        self.apps
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("no container {name:?} in this pod"))
+    }
+
+    /// Every broker, queue first.
+    pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
+        std::iter::once(&self.queue).chain(self.apps.iter())
+    }
+
+    fn launch(&self, name: &str, index: usize, size: u32) -> Result<Broker, Error> {
+        let conf_dir = self.root.join(format!("etc/flux/config-{index}"));
+        fs::create_dir_all(&conf_dir).map_err(|e| e.to_string())?;
+        let gpus = self.spec.gpus.get(name).copied().unwrap_or(0);
+        let mut toml = format!(
+            "# written by the pancake test harness\n[resource]\nnoverify = true\n\n[[resource.config]]\nhosts = \"{}\"\ncores = \"0-{}\"\n",
+            self.spec.hostlist(),
+            self.spec.cores - 1
+        );
+        if gpus > 0 {
+            toml.push_str(&format!("gpus = \"0-{}\"\n", gpus - 1));
+        }
+        fs::write(conf_dir.join("broker.toml"), toml).map_err(|e| e.to_string())?;
+        fs::write(self.root.join(format!("etc/flux/meta/{index}-{name}")), "")
+            .map_err(|e| e.to_string())?;
+
+        let rundir = self.root.join(format!("run/flux-{index}"));
+        let ready = self.root.join(format!("run/ready-{index}"));
+        let log = self.root.join(format!("var/log/flux-{index}.log"));
+        let logf = fs::File::create(&log).map_err(|e| e.to_string())?;
+        let hosts = if size == 1 {
+            format!("{}-0", self.spec.hostname)
+        } else {
+            format!("{}-[0-{}]", self.spec.hostname, size - 1)
+        };
+        // The initial program waits for every broker, says so, then blocks
+        // on stdin: the instance lives exactly as long as the harness holds
+        // the pipe (also if the test process dies).
+        let script = format!(
+            "{flux} overlay status --wait=full --timeout=0 >/dev/null 2>&1; echo ready > {ready}; exec cat >/dev/null",
+            flux = flux_bin(),
+            ready = ready.display()
+        );
+        let mut cmd = Command::new(flux_bin());
+        cmd.arg("start")
+            .arg(format!("--test-size={size}"))
+            .arg(format!("--test-hosts={hosts}"))
+            .arg(format!("--test-rundir={}", rundir.display()))
+            .arg("--test-exit-timeout=10s")
+            .arg(format!("-o,--config-path={}", conf_dir.display()))
+            .arg("-o,-Slog-stderr-level=6")
+            .args(["sh", "-c", &script])
+            .env("PANCAKE_POD_ROOT", &self.root)
+            .env_remove("FLUX_URI")
+            .stdin(Stdio::piped())
+            .stdout(logf.try_clone().map_err(|e| e.to_string())?)
+            .stderr(logf);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        fs::create_dir_all(&rundir).map_err(|e| e.to_string())?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting flux start for {name}: {e}"))?;
+        let stdin = child.stdin.take();
+        let socket = rundir.join("local-0");
+        let link = self.root.join(format!("run/flux/local-{index}"));
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&socket, &link).map_err(|e| e.to_string())?;
+        Ok(Broker {
+            name: name.to_string(),
+            index,
+            uri: format!("local://{}", link.display()),
+            child: Some(child),
+            stdin,
+            log,
+        })
+    }
+
+    fn wait_ready(&mut self, name: &str, deadline: Instant) -> Result<(), Error> {
+        let b = if name == "queue" && self.queue.name == "queue" {
+            &mut self.queue
+        } else {
+            self.apps
+                .iter_mut()
+                .find(|b| b.name == name)
+                .ok_or("no such broker")?
+        };
+        let ready = self.root.join(format!("run/ready-{}", b.index));
+        while !ready.exists() {
+            if let Some(status) = b.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!(
+                    "{name}: flux start exited early ({status}):\n{}",
+                    b.log_tail()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name}: not ready after 120 s:\n{}", b.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stop one application broker's instance as a crash would: SIGKILL to
+    /// its whole process group (brokers), leaving job shells behind as a
+    /// real crash does.
+    pub fn kill_app(&mut self, name: &str) -> Result<(), Error> {
+        let b = self
+            .apps
+            .iter_mut()
+            .find(|b| b.name == name)
+            .ok_or("no such container")?;
+        if let Some(child) = b.child.as_mut() {
+            let pgid = Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        b.child = None;
+        b.stdin = None;
+        Ok(())
+    }
+
+    /// Stop every instance and return the processes of this pod that had to
+    /// be killed after the grace period, plus any that survived even that
+    /// (the latter is always an error).
+    pub fn shutdown(mut self) -> Result<Vec<String>, Error> {
+        let killed = self.stop_all();
+        let survivors = pod_processes(&self.root);
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+        self.root = PathBuf::new();
+        if survivors.is_empty() {
+            Ok(killed)
+        } else {
+            Err(format!("processes survived pod shutdown: {survivors:?}"))
+        }
+    }
+
+    fn stop_all(&mut self) -> Vec<String> {
+        // Closing stdin ends each initial program; the instances then shut
+        // down on their own, in parallel.
+        for b in std::iter::once(&mut self.queue).chain(self.apps.iter_mut()) {
+            if let Some(mut s) = b.stdin.take() {
+                let _ = s.flush();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for b in std::iter::once(&mut self.queue).chain(self.apps.iter_mut()) {
+            if let Some(child) = b.child.as_mut() {
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if Instant::now() > deadline => {
+                            let _ = nix::sys::signal::killpg(
+                                Pid::from_raw(child.id() as i32),
+                                Signal::SIGKILL,
+                            );
+                            let _ = child.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            }
+            b.child = None;
+        }
+        // Whatever is left (job shells and tasks in their own process
+        // groups) is killed.
+        let mut killed = Vec::new();
+        for _ in 0..50 {
+            let left = pod_processes(&self.root);
+            if left.is_empty() {
+                break;
+            }
+            for (pid, cmd) in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                killed.push(format!("{pid} {cmd}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        killed.sort();
+        killed.dedup();
+        killed
+    }
+}
+
+impl Broker {
+    fn placeholder(name: &str, index: usize) -> Broker {
+        Broker {
+            name: name.into(),
+            index,
+            uri: String::new(),
+            child: None,
+            stdin: None,
+            log: PathBuf::new(),
+        }
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if self.root.as_os_str().is_empty() {
+            return;
+        }
+        self.stop_all();
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Processes (pid, command line) that belong to the pod rooted at `root`:
+/// their environment names it in `PANCAKE_POD_ROOT` (set on every `flux
+/// start`, inherited by brokers, job shells and tasks) or their command line
+/// mentions it.
+pub fn pod_processes(root: &Path) -> Vec<(i32, String)> {
+    let needle = root.as_os_str().as_encoded_bytes();
+    if needle.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let hit = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        if hit(&env) || hit(&cmd) {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Zombies are already dead; their parent reaps them.
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((pid, text.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Parse `flux resource list -no '{nnodes} {ncores} {ngpus}'`-style output
+/// of one line into numbers.
+pub fn parse_counts(line: &str) -> Vec<u64> {
+    line.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// Where the built `pancake` cdylibs are: `$PANCAKE_LIB_DIR`, else the
+/// cargo target directory this test binary was built into.
+pub fn lib_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PANCAKE_LIB_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-binary> or target/<profile>/<bin>
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+impl Pod {
+    /// Copy the built module and plugin into the pod under the names Flux
+    /// needs (`pancake.so` → module `pancake`; `pancake-bypass.so` → plugin
+    /// `pancake-bypass`), returning their paths.
+    pub fn install_pancake(&self) -> Result<(PathBuf, PathBuf), Error> {
+        let src = lib_dir();
+        let dst = self.root.join("lib");
+        fs::create_dir_all(&dst).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for (from, to) in [
+            ("libpancake.so", "pancake.so"),
+            ("libpancake_bypass.so", "pancake-bypass.so"),
+        ] {
+            let f = src.join(from);
+            if !f.exists() {
+                return Err(format!(
+                    "{} is missing: build it first (make build, or cargo build -p pancake-module -p pancake-bypass)",
+                    f.display()
+                ));
+            }
+            fs::copy(&f, dst.join(to)).map_err(|e| format!("copying {}: {e}", f.display()))?;
+            out.push(dst.join(to));
+        }
+        Ok((out[0].clone(), out[1].clone()))
+    }
+}

@@ -1,0 +1,137 @@
+//! Module options: `flux module load pancake key=value ...` and the
+//! `[pancake]` table of the broker's TOML config.
+//!
+//! Arguments win over the config table; a config reload re-reads the table.
+//! Unknown keys are errors, so a typo fails the load with a reason instead of
+//! being silently ignored.
+
+use serde_json::{Value, json};
+
+/// Parsed options.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Options {
+    /// Where Fluxion is: `None` for the embedded matcher, else a gRPC address.
+    pub fluxion: Option<String>,
+    /// Keys given on the command line (they override the config table).
+    from_args: Vec<String>,
+}
+
+/// Every key pancake accepts.
+const KEYS: &[&str] = &["fluxion"];
+
+impl Options {
+    /// Parse module arguments (`key=value` words).
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options::default();
+        for a in args {
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| format!("argument {a:?} is not key=value"))?;
+            o.set(k, v)?;
+            o.from_args.push(k.to_string());
+        }
+        Ok(o)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "fluxion" => {
+                self.fluxion = match value {
+                    "" | "embedded" => None,
+                    v if v.starts_with("grpc://") => Some(v.to_string()),
+                    v => {
+                        return Err(format!(
+                            "fluxion={v}: expected 'embedded' or grpc://HOST:PORT"
+                        ));
+                    }
+                };
+                Ok(())
+            }
+            _ => Err(format!(
+                "unknown option {key:?} (known: {})",
+                KEYS.join(", ")
+            )),
+        }
+    }
+
+    /// Apply the `[pancake]` table of the instance config (keys given as
+    /// arguments keep their argument values).
+    pub fn apply_config(&mut self, conf: &Value) -> Result<(), String> {
+        let Some(table) = conf.get("pancake") else {
+            return Ok(());
+        };
+        let table = table.as_object().ok_or("[pancake] must be a table")?;
+        for (k, v) in table {
+            if self.from_args.iter().any(|a| a == k) {
+                continue;
+            }
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(format!(
+                        "[pancake] {k}: expected a string, number or boolean"
+                    ));
+                }
+            };
+            self.set(k, &text).map_err(|e| format!("[pancake] {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The options as JSON (for `pancake.status`).
+    pub fn to_json(&self) -> Value {
+        json!({ "fluxion": self.fluxion.as_deref().unwrap_or("embedded") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_fluxion() {
+        let o = Options::parse(&args(&["fluxion=grpc://127.0.0.1:4242"])).unwrap();
+        assert_eq!(o.fluxion.as_deref(), Some("grpc://127.0.0.1:4242"));
+        assert_eq!(
+            Options::parse(&args(&["fluxion=embedded"]))
+                .unwrap()
+                .fluxion,
+            None
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_and_malformed() {
+        assert!(
+            Options::parse(&args(&["bogus=1"]))
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        assert!(
+            Options::parse(&args(&["fluxion"]))
+                .unwrap_err()
+                .contains("not key=value")
+        );
+        assert!(Options::parse(&args(&["fluxion=http://x"])).is_err());
+    }
+
+    #[test]
+    fn config_table_applies_but_args_win() {
+        let mut o = Options::parse(&args(&["fluxion=grpc://a:1"])).unwrap();
+        o.apply_config(&json!({"pancake": {"fluxion": "grpc://b:2"}}))
+            .unwrap();
+        assert_eq!(o.fluxion.as_deref(), Some("grpc://a:1"));
+        let mut o = Options::default();
+        o.apply_config(&json!({"pancake": {"fluxion": "grpc://b:2"}}))
+            .unwrap();
+        assert_eq!(o.fluxion.as_deref(), Some("grpc://b:2"));
+        assert!(o.apply_config(&json!({"pancake": {"nope": 1}})).is_err());
+        assert!(o.apply_config(&json!({"pancake": 3})).is_err());
+    }
+}
