@@ -51,7 +51,10 @@ fn main() {
     std::fs::write(public_dir.join("fluxion.proto"), public).expect("write public proto");
     if let Err(e) = tonic_prost_build::configure()
         .out_dir(&public_dir)
-        .compile_protos(&[public_dir.join("fluxion.proto")], std::slice::from_ref(&public_dir))
+        .compile_protos(
+            &[public_dir.join("fluxion.proto")],
+            std::slice::from_ref(&public_dir),
+        )
     {
         eprintln!("error: fluxion-grpc: compiling the public subset of the proto failed: {e}");
         std::process::exit(1);

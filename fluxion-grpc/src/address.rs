@@ -86,7 +86,10 @@ mod tests {
             ("grpc://localhost:4242", "http://localhost:4242"),
             ("GRPC://localhost:4242/", "http://localhost:4242"),
             ("http://127.0.0.1:1", "http://127.0.0.1:1"),
-            ("fluxion.default.svc:4242", "http://fluxion.default.svc:4242"),
+            (
+                "fluxion.default.svc:4242",
+                "http://fluxion.default.svc:4242",
+            ),
             ("  [::1]:4242 ", "http://[::1]:4242"),
             ("grpc://[fe80::1]:80", "http://[fe80::1]:80"),
         ] {
@@ -112,7 +115,10 @@ mod tests {
             "http://user@host:1",
             "hö st:1",
         ] {
-            assert!(parse_address(input).is_err(), "{input:?} should be rejected");
+            assert!(
+                parse_address(input).is_err(),
+                "{input:?} should be rejected"
+            );
         }
     }
 }

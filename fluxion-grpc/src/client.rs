@@ -128,7 +128,10 @@ impl GrpcFluxion {
     }
 
     /// A client of the service at `address` with `options`. Does not connect yet.
-    pub fn with_options(address: &str, options: ClientOptions) -> Result<GrpcFluxion, FluxionError> {
+    pub fn with_options(
+        address: &str,
+        options: ClientOptions,
+    ) -> Result<GrpcFluxion, FluxionError> {
         let uri = crate::parse_address(address)?;
         let endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| FluxionError::Invalid(format!("fluxion address {address:?}: {e}")))?
@@ -140,7 +143,9 @@ impl GrpcFluxion {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| FluxionError::Other(format!("cannot create the gRPC client runtime: {e}")))?;
+            .map_err(|e| {
+                FluxionError::Other(format!("cannot create the gRPC client runtime: {e}"))
+            })?;
         Ok(GrpcFluxion {
             uri,
             endpoint,
@@ -245,7 +250,10 @@ impl GrpcFluxion {
                 return Ok(client);
             }
             Ok(Err(e)) => error_chain(&e),
-            Err(_) => format!("connect timed out after {} ms", connect_deadline.as_millis()),
+            Err(_) => format!(
+                "connect timed out after {} ms",
+                connect_deadline.as_millis()
+            ),
         };
         let delay = self.backoff.delay;
         self.backoff.retry_at = Some(Instant::now() + delay);
@@ -321,7 +329,11 @@ impl Fluxion for GrpcFluxion {
         self.check_size(Call::Init, &request)?;
         let timeout = self.options.init_timeout;
         let response = self
-            .call(Call::Init, timeout, |mut c| async move { c.init(request).await })?
+            .call(
+                Call::Init,
+                timeout,
+                |mut c| async move { c.init(request).await },
+            )?
             .map_err(|s| error_from_status(&s, Call::Init))?;
         match response.status() {
             proto::init_response::ResultType::InitSuccess => Ok(()),
@@ -332,7 +344,11 @@ impl Fluxion for GrpcFluxion {
         }
     }
 
-    fn match_allocate(&mut self, jobspec: &str, reserve: bool) -> Result<MatchOutcome, FluxionError> {
+    fn match_allocate(
+        &mut self,
+        jobspec: &str,
+        reserve: bool,
+    ) -> Result<MatchOutcome, FluxionError> {
         let request = proto::MatchRequest {
             jobspec: jobspec.to_string(),
             request: String::new(),
@@ -341,7 +357,9 @@ impl Fluxion for GrpcFluxion {
         self.check_size(Call::Match, &request)?;
         let timeout = self.options.call_timeout;
         let r = self
-            .call(Call::Match, timeout, |mut c| async move { c.r#match(request).await })?
+            .call(Call::Match, timeout, |mut c| async move {
+                c.r#match(request).await
+            })?
             .map_err(|s| error_from_status(&s, Call::Match))?;
         if r.status() != proto::match_response::ResultType::MatchSuccess {
             return Err(FluxionError::Ambiguous(format!(
@@ -368,7 +386,9 @@ impl Fluxion for GrpcFluxion {
         let request = proto::CancelRequest { job_id: jobid };
         let timeout = self.options.call_timeout;
         let r = self
-            .call(Call::Cancel, timeout, |mut c| async move { c.cancel(request).await })?
+            .call(Call::Cancel, timeout, |mut c| async move {
+                c.cancel(request).await
+            })?
             .map_err(|s| error_from_status(&s, Call::Cancel))?;
         match r.status() {
             proto::cancel_response::ResultType::CancelSuccess => Ok(()),

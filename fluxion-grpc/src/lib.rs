@@ -33,7 +33,12 @@ pub mod reason;
 pub mod server;
 
 /// Messages and tonic stubs generated from `proto/fluxion.proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 pub mod proto {
     tonic::include_proto!("fluxion");
 }

@@ -156,7 +156,9 @@ impl PancakeService {
                     (Err(status), note)
                 }
                 Err(_) => (
-                    Err(Status::internal(format!("{method}: the Fluxion backend panicked"))),
+                    Err(Status::internal(format!(
+                        "{method}: the Fluxion backend panicked"
+                    ))),
                     "error backend panicked".to_string(),
                 ),
             };
@@ -389,7 +391,11 @@ where
 
 /// Bind as `options` says, write the port file, announce the address on stdout
 /// and serve until `shutdown` completes.
-pub async fn run<S>(fluxion: Box<dyn Fluxion>, options: &ServerOptions, shutdown: S) -> io::Result<()>
+pub async fn run<S>(
+    fluxion: Box<dyn Fluxion>,
+    options: &ServerOptions,
+    shutdown: S,
+) -> io::Result<()>
 where
     S: Future<Output = ()> + Send + 'static,
 {
@@ -398,7 +404,10 @@ where
     if let Some(path) = &options.port_file {
         write_port_file(path, addr.port())?;
     }
-    println!("{IMPLEMENTATION}: listening on {addr} (port {})", addr.port());
+    println!(
+        "{IMPLEMENTATION}: listening on {addr} (port {})",
+        addr.port()
+    );
     serve(fluxion, listener, options, shutdown).await
 }
 
@@ -499,7 +508,9 @@ pub fn default_backend() -> Box<dyn Fluxion> {
     struct Missing;
     impl Fluxion for Missing {
         fn init(&mut self, _: &str, _: &str) -> Result<(), FluxionError> {
-            Err(FluxionError::Other("the embedded matcher is not built in".into()))
+            Err(FluxionError::Other(
+                "the embedded matcher is not built in".into(),
+            ))
         }
         fn match_allocate(&mut self, _: &str, _: bool) -> Result<MatchOutcome, FluxionError> {
             Err(FluxionError::NotInitialized)

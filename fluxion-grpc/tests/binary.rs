@@ -1,8 +1,8 @@
 //! The `pancake-fluxion` binary: startup, serving, signals.
 
-mod common;
 #[path = "common/bin.rs"]
 mod bin;
+mod common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -28,18 +28,28 @@ fn serves_and_stops_gracefully_on_sigterm() {
     // SIGTERM with a client connected (and idle): exits within the grace.
     let t = Instant::now();
     d.signal(Signal::SIGTERM);
-    let status = d.wait(Duration::from_secs(10)).expect("exits after SIGTERM");
+    let status = d
+        .wait(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     let mut stderr = String::new();
-    d.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    d.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(stderr.contains("pancake-fluxion: Info"), "{stderr}");
     assert!(stderr.contains("pancake-fluxion: Match"), "{stderr}");
     assert!(stderr.contains("us\n"), "{stderr}");
 
     // The client notices.
-    assert!(matches!(c.info(), Err(fluxion::FluxionError::Unavailable(_))));
+    assert!(matches!(
+        c.info(),
+        Err(fluxion::FluxionError::Unavailable(_))
+    ));
 }
 
 #[test]

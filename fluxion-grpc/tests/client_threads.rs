@@ -2,9 +2,9 @@
 //! it before its DSO is unloaded). Alone in its test binary so that no other
 //! test's threads disturb the count.
 
-mod common;
 #[path = "common/bin.rs"]
 mod bin;
+mod common;
 
 use std::process::Stdio;
 

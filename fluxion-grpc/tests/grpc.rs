@@ -31,23 +31,41 @@ fn client(server: &ServerHandle) -> GrpcFluxion {
 fn errors_are_precise() {
     let server = server();
     let mut c = client(&server);
-    assert_eq!(c.match_allocate(&jobspec(1), false), Err(FluxionError::NotInitialized));
+    assert_eq!(
+        c.match_allocate(&jobspec(1), false),
+        Err(FluxionError::NotInitialized)
+    );
     assert_eq!(c.cancel(1), Err(FluxionError::NotInitialized));
-    assert!(matches!(c.init("", "not json"), Err(FluxionError::Invalid(_))));
-    assert!(matches!(c.init("bogus", &jgf(4, 10)), Err(FluxionError::Invalid(_))));
+    assert!(matches!(
+        c.init("", "not json"),
+        Err(FluxionError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.init("bogus", &jgf(4, 10)),
+        Err(FluxionError::Invalid(_))
+    ));
     c.init("first", &jgf(4, 10)).unwrap();
 
     let unsat = c.match_allocate(&jobspec(41), false);
-    assert!(matches!(unsat, Err(FluxionError::Unsatisfiable(ref m)) if m.contains("41 cores")), "{unsat:?}");
+    assert!(
+        matches!(unsat, Err(FluxionError::Unsatisfiable(ref m)) if m.contains("41 cores")),
+        "{unsat:?}"
+    );
     let all = c.match_allocate(&jobspec(40), false).unwrap();
     assert_eq!(all.jobid, 1);
     assert!(!all.reserved);
     assert!(all.allocation.contains("\"graph\""));
     let busy = c.match_allocate(&jobspec(1), false);
-    assert!(matches!(busy, Err(FluxionError::Busy(ref m)) if m.contains("free")), "{busy:?}");
+    assert!(
+        matches!(busy, Err(FluxionError::Busy(ref m)) if m.contains("free")),
+        "{busy:?}"
+    );
     let reserved = c.match_allocate(&jobspec(1), true).unwrap();
     assert!(reserved.reserved && reserved.at > 0);
-    assert!(matches!(c.match_allocate("{", false), Err(FluxionError::Invalid(_))));
+    assert!(matches!(
+        c.match_allocate("{", false),
+        Err(FluxionError::Invalid(_))
+    ));
     c.cancel(all.jobid).unwrap();
     c.cancel(12345).unwrap();
     let again = c.match_allocate(&jobspec(40), false).unwrap();
@@ -85,7 +103,9 @@ fn restore_reregisters_an_allocation() {
     let first = server();
     let mut c = client(&first);
     c.init("", &jgf(4, 10)).unwrap();
-    let MatchOutcome { jobid, allocation, .. } = c.match_allocate(&jobspec(30), false).unwrap();
+    let MatchOutcome {
+        jobid, allocation, ..
+    } = c.match_allocate(&jobspec(30), false).unwrap();
     drop(c);
     drop(first);
 
@@ -95,11 +115,20 @@ fn restore_reregisters_an_allocation() {
     c.init("", &jgf(4, 10)).unwrap();
     c.restore(jobid, &allocation).unwrap();
     assert_eq!(c.info().unwrap().unwrap().live_jobs, 1);
-    assert!(matches!(c.match_allocate(&jobspec(11), false), Err(FluxionError::Busy(_))));
+    assert!(matches!(
+        c.match_allocate(&jobspec(11), false),
+        Err(FluxionError::Busy(_))
+    ));
     let m = c.match_allocate(&jobspec(10), false).unwrap();
     assert!(m.jobid > jobid);
-    assert!(matches!(c.restore(0, &allocation), Err(FluxionError::Invalid(_))));
-    assert!(matches!(c.restore(99, "garbage"), Err(FluxionError::Invalid(_))));
+    assert!(matches!(
+        c.restore(0, &allocation),
+        Err(FluxionError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.restore(99, "garbage"),
+        Err(FluxionError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -129,7 +158,10 @@ fn oversize_message_is_rejected_cleanly() {
     let big = jgf(40, 128); // > 1 MiB
     assert!(big.len() > 1 << 20);
     let err = c.init("", &big).unwrap_err();
-    assert!(matches!(err, FluxionError::Invalid(ref m) if m.contains("too large")), "{err:?}");
+    assert!(
+        matches!(err, FluxionError::Invalid(ref m) if m.contains("too large")),
+        "{err:?}"
+    );
     // The server and the connection keep working.
     c.init("", &jgf(1, 4)).unwrap();
     c.match_allocate(&jobspec(1), false).unwrap();
@@ -152,7 +184,11 @@ fn oversize_message_is_rejected_cleanly() {
 fn server_survives_garbage() {
     let server = server();
     // Not HTTP/2 at all.
-    for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0u8; 100][..], &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff"[..]] {
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0u8; 100][..],
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff"[..],
+    ] {
         let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let _ = s.write_all(junk);
@@ -163,7 +199,10 @@ fn server_survives_garbage() {
     let _idle = std::net::TcpStream::connect(server.addr()).unwrap();
 
     // gRPC with bytes that are not the expected protobuf.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let addr = format!("http://{}", server.addr());
     rt.block_on(async move {
         #[derive(Clone, PartialEq, prost::Message)]
@@ -173,17 +212,52 @@ fn server_survives_garbage() {
             #[prost(fixed64, tag = "2")]
             request: u64,
         }
-        let channel = tonic::transport::Endpoint::from_shared(addr).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(addr)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut grpc = tonic::client::Grpc::new(channel);
         for (evil, path) in [
-            (Evil { jobspec: vec![0xff, 0xfe, 0x00], request: 0 }, "/fluxion.FluxionService/Match"),
-            (Evil { jobspec: b"x".to_vec(), request: 7 }, "/fluxion.FluxionService/Match"),
-            (Evil { jobspec: vec![0xc3], request: 1 }, "/fluxion.FluxionService/Init"),
-            (Evil { jobspec: vec![], request: 1 }, "/fluxion.FluxionService/Nope"),
-            (Evil { jobspec: vec![], request: 1 }, "/other.Service/Match"),
+            (
+                Evil {
+                    jobspec: vec![0xff, 0xfe, 0x00],
+                    request: 0,
+                },
+                "/fluxion.FluxionService/Match",
+            ),
+            (
+                Evil {
+                    jobspec: b"x".to_vec(),
+                    request: 7,
+                },
+                "/fluxion.FluxionService/Match",
+            ),
+            (
+                Evil {
+                    jobspec: vec![0xc3],
+                    request: 1,
+                },
+                "/fluxion.FluxionService/Init",
+            ),
+            (
+                Evil {
+                    jobspec: vec![],
+                    request: 1,
+                },
+                "/fluxion.FluxionService/Nope",
+            ),
+            (
+                Evil {
+                    jobspec: vec![],
+                    request: 1,
+                },
+                "/other.Service/Match",
+            ),
         ] {
             grpc.ready().await.unwrap();
-            let codec = tonic_prost::ProstCodec::<Evil, fluxion_grpc::proto::MatchResponse>::default();
+            let codec =
+                tonic_prost::ProstCodec::<Evil, fluxion_grpc::proto::MatchResponse>::default();
             let status = grpc
                 .unary(tonic::Request::new(evil), path.parse().unwrap(), codec)
                 .await
@@ -205,7 +279,11 @@ impl Fluxion for Moody {
     fn init(&mut self, policy: &str, jgf: &str) -> Result<(), FluxionError> {
         self.0.init(policy, jgf)
     }
-    fn match_allocate(&mut self, jobspec: &str, reserve: bool) -> Result<MatchOutcome, FluxionError> {
+    fn match_allocate(
+        &mut self,
+        jobspec: &str,
+        reserve: bool,
+    ) -> Result<MatchOutcome, FluxionError> {
         if jobspec == "slow" {
             std::thread::sleep(Duration::from_millis(600));
             return Err(FluxionError::Busy("slow".into()));
@@ -234,7 +312,10 @@ fn timeouts_and_backend_panics() {
     c.init("", &jgf(1, 4)).unwrap();
     let t = Instant::now();
     let err = c.match_allocate("slow", false).unwrap_err();
-    assert!(matches!(err, FluxionError::Unavailable(ref m) if m.contains("timed out")), "{err:?}");
+    assert!(
+        matches!(err, FluxionError::Unavailable(ref m) if m.contains("timed out")),
+        "{err:?}"
+    );
     assert!(t.elapsed() < Duration::from_millis(500));
     // The next call reconnects at once and waits its turn behind the slow one.
     let mut ok = false;
@@ -250,7 +331,10 @@ fn timeouts_and_backend_panics() {
     }
     assert!(ok);
     let err = c.match_allocate("panic", false).unwrap_err();
-    assert!(matches!(err, FluxionError::Other(ref m) if m.contains("panicked")), "{err:?}");
+    assert!(
+        matches!(err, FluxionError::Other(ref m) if m.contains("panicked")),
+        "{err:?}"
+    );
     c.match_allocate(&jobspec(1), false).unwrap();
 }
 
@@ -282,7 +366,10 @@ fn reconnects_with_backoff_after_restart() {
     // In backoff: answers at once without trying.
     let t = Instant::now();
     let err = c.cancel(1).unwrap_err();
-    assert!(matches!(err, FluxionError::Unavailable(ref m) if m.contains("next attempt")), "{err:?}");
+    assert!(
+        matches!(err, FluxionError::Unavailable(ref m) if m.contains("next attempt")),
+        "{err:?}"
+    );
     assert!(t.elapsed() < Duration::from_millis(20));
 
     // A new server on the same port.
@@ -304,19 +391,33 @@ fn reconnects_with_backoff_after_restart() {
             Err(e) => panic!("{e:?}"),
         }
     };
-    assert!(t.elapsed() <= Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() <= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     assert_ne!(info.instance_id, id1, "a restart is visible");
     assert_eq!(info.init_generation, 0);
-    assert_eq!(c.match_allocate(&jobspec(1), false), Err(FluxionError::NotInitialized));
+    assert_eq!(
+        c.match_allocate(&jobspec(1), false),
+        Err(FluxionError::NotInitialized)
+    );
     drop(second);
 }
 
 #[test]
 fn unreachable_address_is_unavailable() {
     // A port nothing listens on (bound then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut c = GrpcFluxion::new(&format!("127.0.0.1:{port}")).unwrap();
-    assert!(matches!(c.init("", "{}"), Err(FluxionError::Unavailable(_))));
+    assert!(matches!(
+        c.init("", "{}"),
+        Err(FluxionError::Unavailable(_))
+    ));
     assert!(matches!(c.info(), Err(FluxionError::Unavailable(_))));
     assert!(GrpcFluxion::new("https://x:1").is_err());
 }

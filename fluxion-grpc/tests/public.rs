@@ -138,14 +138,21 @@ fn client_lives_with_the_public_service() {
     let mut c = GrpcFluxion::new(&format!("grpc://{}", server.addr)).unwrap();
 
     // Extensions are absent, and the client says so.
-    assert_eq!(c.info().unwrap(), None, "Info is unknown on the public service");
+    assert_eq!(
+        c.info().unwrap(),
+        None,
+        "Info is unknown on the public service"
+    );
 
     c.init("first", &jgf(4, 10)).unwrap();
     let a = c.match_allocate(&jobspec(30), false).unwrap();
     assert_eq!(a.jobid, 1);
     // Busy and unsatisfiable look the same: Ambiguous.
     let busy = c.match_allocate(&jobspec(11), false).unwrap_err();
-    assert!(matches!(busy, FluxionError::Ambiguous(ref m) if m.contains("ReapiCliMatchAllocate")), "{busy:?}");
+    assert!(
+        matches!(busy, FluxionError::Ambiguous(ref m) if m.contains("ReapiCliMatchAllocate")),
+        "{busy:?}"
+    );
     let unsat = c.match_allocate(&jobspec(41), false).unwrap_err();
     assert!(matches!(unsat, FluxionError::Ambiguous(_)), "{unsat:?}");
     // A reservation is a success with reserved = true, at > 0.
@@ -161,7 +168,10 @@ fn client_lives_with_the_public_service() {
     assert_eq!(c.match_allocate(&jobspec(40), false).unwrap().jobid, 1);
 
     let err = c.restore(1, &a.allocation).unwrap_err();
-    assert!(matches!(err, FluxionError::Other(ref m) if m.contains("not supported")), "{err:?}");
+    assert!(
+        matches!(err, FluxionError::Other(ref m) if m.contains("not supported")),
+        "{err:?}"
+    );
     assert!(matches!(c.init("", "nope"), Err(FluxionError::Other(_))));
 
     // Connection still fine after all those errors.

@@ -24,7 +24,11 @@ fn init_messages() {
     assert_eq!(bytes(&r), b"\x08\x02");
     use init_response::ResultType as T;
     assert_eq!(
-        [T::InitSuccess as i32, T::InitError as i32, T::InitDenied as i32],
+        [
+            T::InitSuccess as i32,
+            T::InitError as i32,
+            T::InitDenied as i32
+        ],
         [0, 1, 2]
     );
     assert_eq!(T::InitDenied.as_str_name(), "INIT_DENIED");
@@ -72,7 +76,11 @@ fn match_messages() {
     assert_eq!(bytes(&neg), b"\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01");
     use match_response::ResultType as T;
     assert_eq!(
-        [T::MatchSuccess as i32, T::MatchError as i32, T::MatchDenied as i32],
+        [
+            T::MatchSuccess as i32,
+            T::MatchError as i32,
+            T::MatchDenied as i32
+        ],
         [0, 1, 2]
     );
 }
@@ -115,7 +123,10 @@ fn extension_messages() {
         live_jobs: 3,
         backend: "b".into(),
     };
-    assert_eq!(bytes(&i), b"\x0a\x01p\x12\x01v\x1a\x01i\x20\x02\x28\x03\x32\x01b");
+    assert_eq!(
+        bytes(&i),
+        b"\x0a\x01p\x12\x01v\x1a\x01i\x20\x02\x28\x03\x32\x01b"
+    );
 }
 
 #[test]
@@ -211,7 +222,12 @@ fn method_paths_on_the_wire() {
         )
         .unwrap_err();
         assert_eq!(st.code(), tonic::Code::InvalidArgument);
-        let st = call!("/fluxion.FluxcliService/Match", InfoRequest {}, InfoResponse).unwrap_err();
+        let st = call!(
+            "/fluxion.FluxcliService/Match",
+            InfoRequest {},
+            InfoResponse
+        )
+        .unwrap_err();
         assert_eq!(st.code(), tonic::Code::Unimplemented);
     });
 }

@@ -44,7 +44,11 @@ fn parse_size(text: &str) -> Option<usize> {
             (&t[..i], mult)
         }
     };
-    digits.parse::<usize>().ok()?.checked_mul(mult).filter(|n| *n > 0)
+    digits
+        .parse::<usize>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|n| *n > 0)
 }
 
 fn parse_args(args: Vec<String>) -> Result<Option<ServerOptions>, String> {
@@ -167,7 +171,9 @@ mod tests {
     #[test]
     fn args() {
         let a = |v: &[&str]| parse_args(v.iter().map(|s| s.to_string()).collect());
-        let o = a(&["--port", "0", "--policy=lonode", "--quiet"]).unwrap().unwrap();
+        let o = a(&["--port", "0", "--policy=lonode", "--quiet"])
+            .unwrap()
+            .unwrap();
         assert_eq!(o.port, 0);
         assert_eq!(o.default_policy, "lonode");
         assert!(!o.log);

@@ -26,6 +26,25 @@ fn count_cores(jgf: &Value) -> Result<u64, FluxionError> {
         .count() as u64)
 }
 
+/// Cores a jobspec `resources` list asks for: counts multiplied down to `core`.
+fn cores_wanted(resources: &Value) -> u64 {
+    resources
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|r| {
+                    let count = r.get("count").and_then(Value::as_u64).unwrap_or(0);
+                    if r.get("type").and_then(Value::as_str) == Some("core") {
+                        count
+                    } else {
+                        count * r.get("with").map(cores_wanted).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 impl FakeFluxion {
     pub fn free(&self) -> u64 {
         self.total.unwrap_or(0) - self.used.values().sum::<u64>()
@@ -37,8 +56,8 @@ impl Fluxion for FakeFluxion {
         if !matches!(policy, "" | "first" | "low" | "high" | "lonode" | "hinode") {
             return Err(FluxionError::Invalid(format!("unknown policy {policy:?}")));
         }
-        let v: Value = serde_json::from_str(jgf)
-            .map_err(|e| FluxionError::Invalid(format!("JGF: {e}")))?;
+        let v: Value =
+            serde_json::from_str(jgf).map_err(|e| FluxionError::Invalid(format!("JGF: {e}")))?;
         let total = count_cores(&v)?;
         self.total = Some(total);
         self.used.clear();
@@ -46,20 +65,28 @@ impl Fluxion for FakeFluxion {
         Ok(())
     }
 
-    fn match_allocate(&mut self, jobspec: &str, reserve: bool) -> Result<MatchOutcome, FluxionError> {
+    fn match_allocate(
+        &mut self,
+        jobspec: &str,
+        reserve: bool,
+    ) -> Result<MatchOutcome, FluxionError> {
         let total = self.total.ok_or(FluxionError::NotInitialized)?;
         let v: Value = serde_json::from_str(jobspec)
             .map_err(|e| FluxionError::Invalid(format!("jobspec: {e}")))?;
         let n = v
-            .pointer("/resources/0/count")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| FluxionError::Invalid("jobspec: resources[0].count missing".into()))?;
+            .get("resources")
+            .map(cores_wanted)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| FluxionError::Invalid("jobspec: no cores requested".into()))?;
         if n > total {
             return Err(FluxionError::Unsatisfiable(format!("{n} cores > {total}")));
         }
         let busy = n > self.free();
         if busy && !reserve {
-            return Err(FluxionError::Busy(format!("{n} cores > {} free", self.free())));
+            return Err(FluxionError::Busy(format!(
+                "{n} cores > {} free",
+                self.free()
+            )));
         }
         let jobid = self.next_id;
         self.next_id += 1;
@@ -98,12 +125,13 @@ impl Fluxion for FakeFluxion {
     }
 }
 
-/// A jobspec asking for `cores` cores (for [`FakeFluxion`]), also a valid
-/// RFC 25 V1 jobspec: one slot of `cores` cores... on one node.
+/// An RFC 25 V1 jobspec asking for one slot of `cores` cores (the shape
+/// `flux submit -c N` produces).
 pub fn jobspec(cores: u64) -> String {
     json!({
         "version": 1,
-        "resources": [{"type": "core", "count": cores}],
+        "resources": [{"type": "slot", "count": 1, "label": "task",
+                       "with": [{"type": "core", "count": cores}]}],
         "tasks": [{"command": ["true"], "slot": "task", "count": {"per_slot": 1}}],
         "attributes": {"system": {"duration": 0}}
     })
@@ -141,10 +169,24 @@ pub fn jgf(nodes: usize, cores: usize) -> String {
     for n in 0..nodes {
         let node_uniq = uniq;
         uniq += 1;
-        vertex(&mut out, node_uniq, "node", n, n as i64, &format!("/cluster0/node{n}"));
+        vertex(
+            &mut out,
+            node_uniq,
+            "node",
+            n,
+            n as i64,
+            &format!("/cluster0/node{n}"),
+        );
         edge(&mut edges, 0, node_uniq);
         for c in 0..cores {
-            vertex(&mut out, uniq, "core", c, n as i64, &format!("/cluster0/node{n}/core{c}"));
+            vertex(
+                &mut out,
+                uniq,
+                "core",
+                c,
+                n as i64,
+                &format!("/cluster0/node{n}/core{c}"),
+            );
             edge(&mut edges, node_uniq, uniq);
             uniq += 1;
         }
