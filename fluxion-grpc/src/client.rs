@@ -54,8 +54,9 @@ pub struct ServerInfo {
     /// Random per process start: a change means the service restarted and
     /// lost every allocation.
     pub instance_id: String,
-    /// Successful `Init` calls since the process started (0: never
-    /// initialised). A change means every allocation was wiped.
+    /// `Init` calls processed since the process started, failed ones
+    /// included (0: never called). A change means allocations may have been
+    /// wiped.
     pub init_generation: u64,
     /// Allocations and reservations the server currently holds.
     pub live_jobs: u64,

@@ -207,11 +207,12 @@ impl FluxionService for PancakeService {
             } else {
                 r.policy.as_str()
             };
-            // A failed Init may already have dropped the old graph.
+            // Any Init, even a failed one, may drop the old graph and its
+            // allocations: count it and forget the live jobs either way.
             state.live.clear();
             shared.live_jobs.store(0, Ordering::SeqCst);
-            state.fluxion.init(policy, &r.jgf)?;
             let generation = shared.init_generation.fetch_add(1, Ordering::SeqCst) + 1;
+            state.fluxion.init(policy, &r.jgf)?;
             Ok((
                 proto::InitResponse {
                     status: proto::init_response::ResultType::InitSuccess as i32,

@@ -92,6 +92,11 @@ fn info_tracks_inits_and_restarts() {
     assert_eq!(cancelled.live_jobs, 0);
     assert!(cancelled.same_state_as(&after));
 
+    // A failed Init counts too: it may have dropped the graph.
+    assert!(c.init("", "{").is_err());
+    let failed = c.info().unwrap().unwrap();
+    assert_eq!((failed.init_generation, failed.live_jobs), (2, 0));
+
     let other = self::server();
     let mut c2 = client(&other);
     let info2 = c2.info().unwrap().unwrap();
