@@ -14,6 +14,24 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conformance;
+pub mod convert;
+pub mod embedded;
+pub mod hostlist;
+pub mod idset;
+pub mod jgf;
+pub mod jobspec;
+pub mod matcher;
+pub mod rv1;
+
+pub use convert::{allocation_to_rv1, rv1_to_jgf};
+pub use embedded::EmbeddedFluxion;
+pub use idset::IdSet;
+pub use jgf::Jgf;
+pub use jobspec::{Jobspec, Request};
+pub use matcher::{Graph, Matcher, Policy};
+pub use rv1::Rv1;
+
 /// Errors a Fluxion can answer with.
 ///
 /// `Busy` and `Unsatisfiable` are kept apart because the dispatcher treats them
