@@ -223,6 +223,15 @@ impl GrpcFluxion {
         deadline: Duration,
     ) -> Result<FluxionServiceClient<Channel>, FluxionError> {
         if let Some(client) = &self.client {
+            // The connection's tasks only run inside `block_on`. Let them
+            // catch up with what happened since the last call (the server
+            // closed the connection, sent GOAWAY...), so that the channel
+            // reconnects before sending rather than failing the call.
+            self.runtime.block_on(async {
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            });
             return Ok(client.clone());
         }
         let now = Instant::now();

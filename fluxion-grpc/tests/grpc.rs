@@ -426,3 +426,21 @@ fn unreachable_address_is_unavailable() {
     assert!(matches!(c.info(), Err(FluxionError::Unavailable(_))));
     assert!(GrpcFluxion::new("https://x:1").is_err());
 }
+
+#[test]
+fn quick_restart_is_transparent() {
+    let first = server();
+    let port = first.addr().port();
+    let mut c = client(&first);
+    let id1 = c.info().unwrap().unwrap().instance_id;
+    first.shutdown().unwrap();
+    let _second = ServerHandle::spawn(
+        Box::new(FakeFluxion::default()),
+        ServerOptions { port, ..options() },
+    )
+    .unwrap();
+    // The old connection is gone; the client notices before sending and
+    // uses a new one.
+    let info = c.info().unwrap().unwrap();
+    assert_ne!(info.instance_id, id1);
+}
