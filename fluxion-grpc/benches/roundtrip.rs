@@ -1,6 +1,6 @@
 //! Loopback round trip of a small match: 1 core on a 4 nodes × 10 cores
-//! graph, directly on the backend and through GrpcFluxion → pancake server
-//! (127.0.0.1) → the same backend. Prints p50/p99/mean; the target is a gRPC
+//! graph, directly on the embedded matcher and through GrpcFluxion → pancake
+//! server (127.0.0.1) → the embedded matcher. Prints p50/p99/mean; the target is a gRPC
 //! p50 ≤ 0.5 ms.
 //!
 //! `cargo bench -p fluxion-grpc --bench roundtrip [-- --iters N]`
@@ -14,7 +14,7 @@ use fluxion::Fluxion;
 use fluxion_grpc::{GrpcFluxion, ServerHandle, ServerOptions};
 
 fn backend() -> Box<dyn Fluxion> {
-    Box::new(common::FakeFluxion::default())
+    fluxion_grpc::server::default_backend()
 }
 
 struct Stats {

@@ -502,23 +502,8 @@ impl Drop for ServerHandle {
     }
 }
 
-/// The backend `pancake-fluxion` serves: the embedded matcher.
+/// The backend `pancake-fluxion` serves: the embedded matcher,
+/// [`fluxion::EmbeddedFluxion`].
 pub fn default_backend() -> Box<dyn Fluxion> {
-    // TODO(switch): fluxion::EmbeddedFluxion once it lands.
-    #[derive(Debug)]
-    struct Missing;
-    impl Fluxion for Missing {
-        fn init(&mut self, _: &str, _: &str) -> Result<(), FluxionError> {
-            Err(FluxionError::Other(
-                "the embedded matcher is not built in".into(),
-            ))
-        }
-        fn match_allocate(&mut self, _: &str, _: bool) -> Result<MatchOutcome, FluxionError> {
-            Err(FluxionError::NotInitialized)
-        }
-        fn cancel(&mut self, _: i64) -> Result<(), FluxionError> {
-            Err(FluxionError::NotInitialized)
-        }
-    }
-    Box::new(Missing)
+    Box::new(fluxion::EmbeddedFluxion::new())
 }

@@ -24,6 +24,24 @@ fn serves_and_stops_gracefully_on_sigterm() {
         c.match_allocate(&common::jobspec(1), false),
         Err(fluxion::FluxionError::NotInitialized)
     ));
+    // The embedded matcher behind it, with precise errors.
+    c.init("", &common::jgf(4, 10)).unwrap();
+    let m = c.match_allocate(&common::jobspec(5), false).unwrap();
+    assert_eq!(m.jobid, 1);
+    assert!(m.allocation.contains("core"));
+    assert!(matches!(
+        c.match_allocate(&common::jobspec(11), false),
+        Err(fluxion::FluxionError::Unsatisfiable(_))
+    ));
+    for _ in 0..7 {
+        c.match_allocate(&common::jobspec(5), false).unwrap();
+    }
+    assert!(matches!(
+        c.match_allocate(&common::jobspec(1), false),
+        Err(fluxion::FluxionError::Busy(_))
+    ));
+    c.cancel(m.jobid).unwrap();
+    c.match_allocate(&common::jobspec(5), false).unwrap();
 
     // SIGTERM with a client connected (and idle): exits within the grace.
     let t = Instant::now();

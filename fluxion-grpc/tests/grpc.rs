@@ -153,6 +153,28 @@ fn large_init_256_nodes_128_cores() {
 }
 
 #[test]
+fn large_init_embedded_matcher() {
+    let server = ServerHandle::spawn(fluxion_grpc::server::default_backend(), options()).unwrap();
+    let mut c = client(&server);
+    let graph = jgf(256, 128);
+    let t = Instant::now();
+    c.init("lonode", &graph).unwrap();
+    eprintln!(
+        "embedded: Init of {} bytes took {:?}",
+        graph.len(),
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let m = c.match_allocate(&jobspec(128), false).unwrap();
+    eprintln!("embedded: Match of a whole node took {:?}", t.elapsed());
+    assert!(m.allocation.contains("node0"));
+    assert!(matches!(
+        c.match_allocate(&jobspec(129), false),
+        Err(FluxionError::Unsatisfiable(_))
+    ));
+}
+
+#[test]
 fn oversize_message_is_rejected_cleanly() {
     let small = ServerOptions {
         max_message_size: 1 << 20,
