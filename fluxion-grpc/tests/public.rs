@@ -2,7 +2,8 @@
 //!
 //! `public` is generated from our proto minus the extension RPCs, i.e. the
 //! public service's surface. A stand-in of the public server built on it
-//! behaves as the Go server does: failed calls are plain `UNKNOWN` errors,
+//! (the embedded matcher behind the Go server's handlers) behaves as the Go
+//! server does: failed calls are plain `UNKNOWN` errors,
 //! job ids restart at 1 after every Init, Init wipes every allocation,
 //! reservations are successes with `reserved` set, cancelling an unknown id
 //! succeeds, and the extension RPCs are UNIMPLEMENTED.
@@ -12,8 +13,8 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{FakeFluxion, jgf, jobspec};
-use fluxion::{Fluxion, FluxionError};
+use common::{jgf, jobspec, jobspec_for};
+use fluxion::{EmbeddedFluxion, Fluxion, FluxionError};
 use fluxion_grpc::{GrpcFluxion, ServerHandle, ServerOptions};
 use tonic::{Request, Response, Status};
 
@@ -24,9 +25,9 @@ mod public {
 
 use public::fluxion_service_server::{FluxionService, FluxionServiceServer};
 
-/// The Go server's behaviour, on the fake matcher.
+/// The Go server's behaviour, on the embedded matcher.
 #[derive(Default)]
-struct GoLike(Mutex<Option<FakeFluxion>>);
+struct GoLike(Mutex<Option<EmbeddedFluxion>>);
 
 #[tonic::async_trait]
 impl FluxionService for GoLike {
@@ -36,7 +37,7 @@ impl FluxionService for GoLike {
     ) -> Result<Response<public::InitResponse>, Status> {
         let r = request.into_inner();
         // Every Init makes a new client: all allocations are gone.
-        let mut fresh = FakeFluxion::default();
+        let mut fresh = EmbeddedFluxion::new();
         let result = fresh.init(&r.policy, &r.jgf);
         *self.0.lock().unwrap() = Some(fresh);
         match result {
@@ -132,10 +133,14 @@ impl Drop for GoServer {
     }
 }
 
+fn go_client(server: &GoServer) -> GrpcFluxion {
+    GrpcFluxion::new(&format!("grpc://{}", server.addr)).unwrap()
+}
+
 #[test]
 fn client_lives_with_the_public_service() {
     let server = GoServer::start();
-    let mut c = GrpcFluxion::new(&format!("grpc://{}", server.addr)).unwrap();
+    let mut c = go_client(&server);
 
     // Extensions are absent, and the client says so.
     assert_eq!(
@@ -145,27 +150,34 @@ fn client_lives_with_the_public_service() {
     );
 
     c.init("first", &jgf(4, 10)).unwrap();
-    let a = c.match_allocate(&jobspec(30), false).unwrap();
+    let a = c.match_allocate(&jobspec(10), false).unwrap();
     assert_eq!(a.jobid, 1);
+    for id in 2..=4 {
+        assert_eq!(c.match_allocate(&jobspec(10), false).unwrap().jobid, id);
+    }
     // Busy and unsatisfiable look the same: Ambiguous.
-    let busy = c.match_allocate(&jobspec(11), false).unwrap_err();
+    let busy = c.match_allocate(&jobspec(1), false).unwrap_err();
     assert!(
         matches!(busy, FluxionError::Ambiguous(ref m) if m.contains("ReapiCliMatchAllocate")),
         "{busy:?}"
     );
-    let unsat = c.match_allocate(&jobspec(41), false).unwrap_err();
+    let unsat = c.match_allocate(&jobspec(11), false).unwrap_err();
     assert!(matches!(unsat, FluxionError::Ambiguous(_)), "{unsat:?}");
-    // A reservation is a success with reserved = true, at > 0.
-    let r = c.match_allocate(&jobspec(11), true).unwrap();
-    assert!(r.reserved && r.at > 0);
     // Cancelling an unknown id succeeds.
     c.cancel(999).unwrap();
     c.cancel(a.jobid).unwrap();
-    c.match_allocate(&jobspec(11), false).unwrap();
+    assert_eq!(c.match_allocate(&jobspec(10), false).unwrap().jobid, 5);
 
     // Init wipes everything and ids restart at 1.
     c.init("", &jgf(4, 10)).unwrap();
-    assert_eq!(c.match_allocate(&jobspec(40), false).unwrap().jobid, 1);
+    for _ in 0..4 {
+        c.match_allocate(&jobspec_for(10, 100), false).unwrap();
+    }
+    // A reservation is a success with reserved = true, at > 0.
+    let r = c.match_allocate(&jobspec_for(1, 10), true).unwrap();
+    assert!(r.reserved && r.at >= 100, "{r:?}");
+    c.init("", &jgf(4, 10)).unwrap();
+    assert_eq!(c.match_allocate(&jobspec(10), false).unwrap().jobid, 1);
 
     let err = c.restore(1, &a.allocation).unwrap_err();
     assert!(
@@ -178,10 +190,48 @@ fn client_lives_with_the_public_service() {
     assert!(c.is_connected());
 }
 
+/// The conformance suite, with what a client of the public service can promise.
+#[test]
+fn conformance_against_the_public_service_stand_in() {
+    struct Go {
+        client: GrpcFluxion,
+        _server: GoServer,
+    }
+    impl Fluxion for Go {
+        fn init(&mut self, policy: &str, jgf: &str) -> Result<(), FluxionError> {
+            self.client.init(policy, jgf)
+        }
+        fn match_allocate(
+            &mut self,
+            jobspec: &str,
+            reserve: bool,
+        ) -> Result<fluxion::MatchOutcome, FluxionError> {
+            self.client.match_allocate(jobspec, reserve)
+        }
+        fn cancel(&mut self, jobid: i64) -> Result<(), FluxionError> {
+            self.client.cancel(jobid)
+        }
+        fn restore(&mut self, jobid: i64, allocation: &str) -> Result<(), FluxionError> {
+            self.client.restore(jobid, allocation)
+        }
+    }
+    fluxion::conformance::run_all_with(
+        &mut || {
+            let server = GoServer::start();
+            let client = go_client(&server);
+            Box::new(Go {
+                client,
+                _server: server,
+            })
+        },
+        &fluxion::conformance::Capabilities::public_service(),
+    );
+}
+
 #[test]
 fn public_client_works_against_pancake_server() {
     let server = ServerHandle::spawn(
-        Box::new(FakeFluxion::default()),
+        fluxion_grpc::server::default_backend(),
         ServerOptions {
             port: 0,
             log: false,
@@ -207,16 +257,19 @@ fn public_client_works_against_pancake_server() {
             .unwrap()
             .into_inner();
         assert_eq!(init.status, 0);
-        let m = c
-            .r#match(public::MatchRequest {
-                jobspec: jobspec(8),
-                request: "allocate".into(),
-                reservation: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!((m.jobid, m.reserved, m.status), (1, false, 0));
+        for id in 1..=2 {
+            let m = c
+                .r#match(public::MatchRequest {
+                    jobspec: jobspec(4),
+                    request: "allocate".into(),
+                    reservation: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!((m.jobid, m.reserved, m.status), (id, false, 0));
+            assert!(m.allocation.contains("core"));
+        }
         // An extension-unaware client just sees an error status.
         let st = c
             .r#match(public::MatchRequest {

@@ -138,6 +138,13 @@ pub fn jobspec(cores: u64) -> String {
     .to_string()
 }
 
+/// Like [`jobspec`], with `attributes.system.duration` = `seconds`.
+pub fn jobspec_for(cores: u64, seconds: u64) -> String {
+    let mut v: Value = serde_json::from_str(&jobspec(cores)).unwrap();
+    v["attributes"]["system"]["duration"] = json!(seconds);
+    v.to_string()
+}
+
 /// A verbose ("maximal") JGF of one cluster with `nodes` nodes of `cores`
 /// cores each, written by hand (every vertex field, parent→child edges).
 pub fn jgf(nodes: usize, cores: usize) -> String {
