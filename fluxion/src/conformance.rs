@@ -90,7 +90,8 @@ fn jobspec(req: &Request) -> String {
 fn init(fx: &mut dyn Fluxion, policy: &str, nodes: u32, cores: u32, gpus: u32) -> Rv1 {
     let r = sample_rv1(nodes, cores, gpus);
     let jgf = rv1_to_jgf(&r).unwrap_or_else(|e| panic!("building the test graph: {e}"));
-    fx.init(policy, &jgf).unwrap_or_else(|e| panic!("init({policy:?}) failed: {e}"));
+    fx.init(policy, &jgf)
+        .unwrap_or_else(|e| panic!("init({policy:?}) failed: {e}"));
     r
 }
 
@@ -99,18 +100,52 @@ fn must_match(fx: &mut dyn Fluxion, whole: &Rv1, req: &Request) -> (i64, Rv1) {
     let out = fx
         .match_allocate(&jobspec(req), false)
         .unwrap_or_else(|e| panic!("match of {req:?} failed: {e}"));
-    assert!(!out.reserved, "an allocation made without reserve must not be reserved");
-    let r = allocation_to_rv1(&out.allocation, 0.0, 0.0)
-        .unwrap_or_else(|e| panic!("allocation of job {} does not convert to Rv1: {e}\n{}", out.jobid, out.allocation));
-    assert!(r.is_subset_of(whole).unwrap_or(false), "allocation {} is not inside the graph", r.to_json_string());
+    assert!(
+        !out.reserved,
+        "an allocation made without reserve must not be reserved"
+    );
+    let r = allocation_to_rv1(&out.allocation, 0.0, 0.0).unwrap_or_else(|e| {
+        panic!(
+            "allocation of job {} does not convert to Rv1: {e}\n{}",
+            out.jobid, out.allocation
+        )
+    });
+    assert!(
+        r.is_subset_of(whole).unwrap_or(false),
+        "allocation {} is not inside the graph",
+        r.to_json_string()
+    );
     let t = r.totals().unwrap_or_default();
-    assert!(t.cores >= req.total_cores(), "job {} got {} cores, asked {}", out.jobid, t.cores, req.total_cores());
-    assert!(t.gpus >= req.total_gpus(), "job {} got {} gpus, asked {}", out.jobid, t.gpus, req.total_gpus());
+    assert!(
+        t.cores >= req.total_cores(),
+        "job {} got {} cores, asked {}",
+        out.jobid,
+        t.cores,
+        req.total_cores()
+    );
+    assert!(
+        t.gpus >= req.total_gpus(),
+        "job {} got {} gpus, asked {}",
+        out.jobid,
+        t.gpus,
+        req.total_gpus()
+    );
     if let Some(n) = req.nnodes {
-        assert_eq!(t.nodes, u64::from(n), "job {} got {} nodes, asked {n}", out.jobid, t.nodes);
+        assert_eq!(
+            t.nodes,
+            u64::from(n),
+            "job {} got {} nodes, asked {n}",
+            out.jobid,
+            t.nodes
+        );
     }
     if !req.node_exclusive {
-        assert_eq!(t.cores, req.total_cores(), "non-exclusive job {} got extra cores", out.jobid);
+        assert_eq!(
+            t.cores,
+            req.total_cores(),
+            "non-exclusive job {} got extra cores",
+            out.jobid
+        );
     }
     (out.jobid, r)
 }
@@ -120,16 +155,26 @@ fn expect_busy(caps: &Capabilities, r: Result<crate::MatchOutcome, FluxionError>
         Err(FluxionError::Busy(_)) => {}
         Err(FluxionError::Ambiguous(_)) if !caps.distinguishes_busy => {}
         Err(e) => panic!("{what}: expected Busy, got {e}"),
-        Ok(o) => panic!("{what}: expected Busy, got a match (job {}, reserved {})", o.jobid, o.reserved),
+        Ok(o) => panic!(
+            "{what}: expected Busy, got a match (job {}, reserved {})",
+            o.jobid, o.reserved
+        ),
     }
 }
 
-fn expect_unsatisfiable(caps: &Capabilities, r: Result<crate::MatchOutcome, FluxionError>, what: &str) {
+fn expect_unsatisfiable(
+    caps: &Capabilities,
+    r: Result<crate::MatchOutcome, FluxionError>,
+    what: &str,
+) {
     match r {
         Err(FluxionError::Unsatisfiable(_)) => {}
         Err(FluxionError::Ambiguous(_)) if !caps.distinguishes_busy => {}
         Err(e) => panic!("{what}: expected Unsatisfiable, got {e}"),
-        Ok(o) => panic!("{what}: expected Unsatisfiable, got a match (job {})", o.jobid),
+        Ok(o) => panic!(
+            "{what}: expected Unsatisfiable, got a match (job {})",
+            o.jobid
+        ),
     }
 }
 
@@ -147,8 +192,16 @@ pub fn check_not_initialized(fx: &mut dyn Fluxion, caps: &Capabilities) {
     let m = fx.match_allocate(&js, false);
     let c = fx.cancel(1);
     if caps.reports_not_initialized {
-        assert_eq!(m.err(), Some(FluxionError::NotInitialized), "match before init");
-        assert_eq!(c.err(), Some(FluxionError::NotInitialized), "cancel before init");
+        assert_eq!(
+            m.err(),
+            Some(FluxionError::NotInitialized),
+            "match before init"
+        );
+        assert_eq!(
+            c.err(),
+            Some(FluxionError::NotInitialized),
+            "cancel before init"
+        );
     } else {
         assert!(m.is_err(), "match before init must fail");
     }
@@ -156,10 +209,22 @@ pub fn check_not_initialized(fx: &mut dyn Fluxion, caps: &Capabilities) {
 
 /// `init` refuses malformed JGF and unknown policies.
 pub fn check_init_rejects_garbage(fx: &mut dyn Fluxion, caps: &Capabilities) {
-    expect_invalid(caps, fx.init("first", "not json"), "init with text that is not JSON");
+    expect_invalid(
+        caps,
+        fx.init("first", "not json"),
+        "init with text that is not JSON",
+    );
     expect_invalid(caps, fx.init("first", "{}"), "init without graph");
-    expect_invalid(caps, fx.init("first", r#"{"graph":{"nodes":[{"id":1,"metadata":{}}]}}"#), "init with a numeric vertex id");
-    expect_invalid(caps, fx.init("no-such-policy", &sample_jgf(1, 1, 0)), "init with an unknown policy");
+    expect_invalid(
+        caps,
+        fx.init("first", r#"{"graph":{"nodes":[{"id":1,"metadata":{}}]}}"#),
+        "init with a numeric vertex id",
+    );
+    expect_invalid(
+        caps,
+        fx.init("no-such-policy", &sample_jgf(1, 1, 0)),
+        "init with an unknown policy",
+    );
 }
 
 /// A first match gets job id 1, one core inside the graph, and converts to Rv1.
@@ -178,7 +243,10 @@ pub fn check_jobids_restart_after_init(fx: &mut dyn Fluxion, _caps: &Capabilitie
     must_match(fx, &whole, &Request::slots(2, 1, 0));
     init(fx, "first", 1, 2, 0);
     let (id, _) = must_match(fx, &whole, &Request::slots(2, 1, 0));
-    assert_eq!(id, 1, "job ids restart at 1 after init, and init frees all cores");
+    assert_eq!(
+        id, 1,
+        "job ids restart at 1 after init, and init frees all cores"
+    );
 }
 
 /// Filling the graph one core at a time never overlaps; the next match is
@@ -189,22 +257,36 @@ pub fn check_fill_busy_cancel(fx: &mut dyn Fluxion, caps: &Capabilities) {
     for _ in 0..8 {
         let (id, r) = must_match(fx, &whole, &Request::slots(1, 1, 0));
         for (other, o) in &held {
-            assert!(!r.overlaps(o).unwrap_or(true), "job {id} overlaps job {other}");
+            assert!(
+                !r.overlaps(o).unwrap_or(true),
+                "job {id} overlaps job {other}"
+            );
         }
         held.push((id, r));
     }
-    expect_busy(caps, fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), false), "match on a full graph");
+    expect_busy(
+        caps,
+        fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), false),
+        "match on a full graph",
+    );
     let (freed_id, freed) = held.remove(3);
-    fx.cancel(freed_id).unwrap_or_else(|e| panic!("cancel({freed_id}): {e}"));
-    fx.cancel(freed_id).unwrap_or_else(|e| panic!("second cancel({freed_id}) must succeed: {e}"));
-    fx.cancel(9999).unwrap_or_else(|e| panic!("cancel of an unknown id must succeed: {e}"));
+    fx.cancel(freed_id)
+        .unwrap_or_else(|e| panic!("cancel({freed_id}): {e}"));
+    fx.cancel(freed_id)
+        .unwrap_or_else(|e| panic!("second cancel({freed_id}) must succeed: {e}"));
+    fx.cancel(9999)
+        .unwrap_or_else(|e| panic!("cancel of an unknown id must succeed: {e}"));
     let (_, again) = must_match(fx, &whole, &Request::slots(1, 1, 0));
     assert_eq!(
         again.rank_map().ok(),
         freed.rank_map().ok(),
         "after cancel, the only free core is the one cancelled"
     );
-    expect_busy(caps, fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), false), "match on a full graph again");
+    expect_busy(
+        caps,
+        fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), false),
+        "match on a full graph again",
+    );
 }
 
 /// Requests that can never fit are unsatisfiable, not busy.
@@ -218,21 +300,41 @@ pub fn check_unsatisfiable(fx: &mut dyn Fluxion, caps: &Capabilities) {
     ];
     for (req, what) in cases {
         expect_unsatisfiable(caps, fx.match_allocate(&jobspec(&req), false), what);
-        expect_unsatisfiable(caps, fx.match_allocate(&jobspec(&req), true), &format!("{what} (reserve)"));
+        expect_unsatisfiable(
+            caps,
+            fx.match_allocate(&jobspec(&req), true),
+            &format!("{what} (reserve)"),
+        );
     }
     // Unsatisfiable even when the graph is busy.
     let whole = sample_rv1(4, 8, 0);
     must_match(fx, &whole, &Request::slots(32, 1, 0));
-    expect_unsatisfiable(caps, fx.match_allocate(&jobspec(&Request::nodes(5, None, false)), false), "5 nodes, busy graph");
+    expect_unsatisfiable(
+        caps,
+        fx.match_allocate(&jobspec(&Request::nodes(5, None, false)), false),
+        "5 nodes, busy graph",
+    );
 }
 
 /// A malformed jobspec is refused and leaves the instance usable.
 pub fn check_invalid_jobspec(fx: &mut dyn Fluxion, caps: &Capabilities) {
     let whole = init(fx, "first", 1, 2, 0);
-    expect_invalid(caps, fx.match_allocate("{", false), "jobspec that is not JSON");
-    expect_invalid(caps, fx.match_allocate(r#"{"version":1}"#, false), "jobspec without resources");
+    expect_invalid(
+        caps,
+        fx.match_allocate("{", false),
+        "jobspec that is not JSON",
+    );
+    expect_invalid(
+        caps,
+        fx.match_allocate(r#"{"version":1}"#, false),
+        "jobspec without resources",
+    );
     let zero = jobspec(&Request::slots(1, 1, 0)).replace("\"count\":1,", "\"count\":0,");
-    expect_invalid(caps, fx.match_allocate(&zero, false), "jobspec with a zero count");
+    expect_invalid(
+        caps,
+        fx.match_allocate(&zero, false),
+        "jobspec with a zero count",
+    );
     let (id, _) = must_match(fx, &whole, &Request::slots(1, 1, 0));
     assert_eq!(id, 1, "failed matches consume no job id");
 }
@@ -243,17 +345,31 @@ pub fn check_node_requests(fx: &mut dyn Fluxion, caps: &Capabilities) {
     let whole = init(fx, "first", 3, 4, 0);
     let (_, r) = must_match(fx, &whole, &Request::nodes(2, Some(4), false));
     let m = r.rank_map().unwrap_or_default();
-    assert!(m.values().all(|x| x.cores.len() == 2), "-N2 -n4 puts 2 cores on each node: {}", r.to_json_string());
+    assert!(
+        m.values().all(|x| x.cores.len() == 2),
+        "-N2 -n4 puts 2 cores on each node: {}",
+        r.to_json_string()
+    );
     let (excl_id, excl) = must_match(fx, &whole, &Request::nodes(1, None, true));
     let t = excl.totals().unwrap_or_default();
     assert_eq!((t.nodes, t.cores), (1, 4), "an exclusive node comes whole");
     let excl_rank = excl.rank_map().unwrap_or_default().keys().next().copied();
     for _ in 0..4 {
         let (_, small) = must_match(fx, &whole, &Request::slots(1, 1, 0));
-        assert!(!small.overlaps(&excl).unwrap_or(true), "a job landed on an exclusive node");
-        assert_ne!(small.rank_map().unwrap_or_default().keys().next().copied(), excl_rank);
+        assert!(
+            !small.overlaps(&excl).unwrap_or(true),
+            "a job landed on an exclusive node"
+        );
+        assert_ne!(
+            small.rank_map().unwrap_or_default().keys().next().copied(),
+            excl_rank
+        );
     }
-    expect_busy(caps, fx.match_allocate(&jobspec(&Request::nodes(1, None, true)), false), "exclusive node while all are used");
+    expect_busy(
+        caps,
+        fx.match_allocate(&jobspec(&Request::nodes(1, None, true)), false),
+        "exclusive node while all are used",
+    );
     fx.cancel(excl_id).unwrap_or_else(|e| panic!("cancel: {e}"));
     must_match(fx, &whole, &Request::nodes(1, None, true));
 }
@@ -264,17 +380,31 @@ pub fn check_gpus(fx: &mut dyn Fluxion, caps: &Capabilities) {
     let (_, r) = must_match(fx, &whole, &Request::slots(3, 1, 1));
     assert_eq!(r.totals().unwrap_or_default().gpus, 3);
     must_match(fx, &whole, &Request::slots(1, 1, 1));
-    expect_busy(caps, fx.match_allocate(&jobspec(&Request::slots(1, 1, 1)), false), "a GPU when all are used");
+    expect_busy(
+        caps,
+        fx.match_allocate(&jobspec(&Request::slots(1, 1, 1)), false),
+        "a GPU when all are used",
+    );
     must_match(fx, &whole, &Request::slots(4, 1, 0));
 }
 
 /// `low` starts at the lowest rank, `high` at the highest.
 pub fn check_policies(fx: &mut dyn Fluxion, _caps: &Capabilities) {
-    for (policy, want) in [("low", 0u32), ("lonode", 0), ("first", 0), ("high", 3), ("hinode", 3)] {
+    for (policy, want) in [
+        ("low", 0u32),
+        ("lonode", 0),
+        ("first", 0),
+        ("high", 3),
+        ("hinode", 3),
+    ] {
         let whole = init(fx, policy, 4, 2, 0);
         let (_, r) = must_match(fx, &whole, &Request::slots(1, 1, 0));
         let rank = r.rank_map().unwrap_or_default().keys().next().copied();
-        assert_eq!(rank, Some(want), "policy {policy} puts the first job on rank {want}");
+        assert_eq!(
+            rank,
+            Some(want),
+            "policy {policy} puts the first job on rank {want}"
+        );
     }
 }
 
@@ -288,17 +418,34 @@ pub fn check_reservation(fx: &mut dyn Fluxion, caps: &Capabilities) {
     let running = fx
         .match_allocate(&jobspec(&Request::slots(2, 1, 0).with_duration(100)), true)
         .unwrap_or_else(|e| panic!("match with reserve on an empty graph: {e}"));
-    assert!(!running.reserved, "a job that fits now is allocated, not reserved");
+    assert!(
+        !running.reserved,
+        "a job that fits now is allocated, not reserved"
+    );
     let res = fx
         .match_allocate(&jobspec(&Request::slots(1, 1, 0).with_duration(10)), true)
         .unwrap_or_else(|e| panic!("reservation: {e}"));
     assert!(res.reserved, "a job that does not fit now is reserved");
-    assert!(res.at >= 100, "the reservation starts when the running job ends (at {})", res.at);
-    expect_busy(caps, fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), false), "reserve=false on a full graph");
-    fx.cancel(res.jobid).unwrap_or_else(|e| panic!("cancel reservation: {e}"));
-    fx.cancel(running.jobid).unwrap_or_else(|e| panic!("cancel: {e}"));
+    assert!(
+        res.at >= 100,
+        "the reservation starts when the running job ends (at {})",
+        res.at
+    );
+    expect_busy(
+        caps,
+        fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), false),
+        "reserve=false on a full graph",
+    );
+    fx.cancel(res.jobid)
+        .unwrap_or_else(|e| panic!("cancel reservation: {e}"));
+    fx.cancel(running.jobid)
+        .unwrap_or_else(|e| panic!("cancel: {e}"));
     must_match(fx, &whole, &Request::slots(2, 1, 0));
-    expect_busy(caps, fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), true), "reserve behind unlimited jobs");
+    expect_busy(
+        caps,
+        fx.match_allocate(&jobspec(&Request::slots(1, 1, 0)), true),
+        "reserve behind unlimited jobs",
+    );
 }
 
 /// `restore` re-marks an allocation after the state was lost; new ids do not
@@ -313,12 +460,24 @@ pub fn check_restore(fx: &mut dyn Fluxion, caps: &Capabilities) {
         .unwrap_or_else(|e| panic!("match: {e}"));
     let held = allocation_to_rv1(&out.allocation, 0.0, 0.0).unwrap_or_else(|e| panic!("rv1: {e}"));
     init(fx, "first", 2, 2, 0);
-    fx.restore(5, &out.allocation).unwrap_or_else(|e| panic!("restore: {e}"));
+    fx.restore(5, &out.allocation)
+        .unwrap_or_else(|e| panic!("restore: {e}"));
     let (id, r) = must_match(fx, &whole, &Request::slots(1, 1, 0));
-    assert!(id > 5, "a job id after restore({}) must be larger, got {id}", 5);
-    assert!(!r.overlaps(&held).unwrap_or(true), "a new job overlaps a restored one");
-    assert!(fx.restore(6, &out.allocation).is_err(), "a restore that conflicts with live allocations must fail");
-    fx.cancel(5).unwrap_or_else(|e| panic!("cancel restored: {e}"));
+    assert!(
+        id > 5,
+        "a job id after restore({}) must be larger, got {id}",
+        5
+    );
+    assert!(
+        !r.overlaps(&held).unwrap_or(true),
+        "a new job overlaps a restored one"
+    );
+    assert!(
+        fx.restore(6, &out.allocation).is_err(),
+        "a restore that conflicts with live allocations must fail"
+    );
+    fx.cancel(5)
+        .unwrap_or_else(|e| panic!("cancel restored: {e}"));
     must_match(fx, &whole, &Request::slots(3, 1, 0));
 }
 
@@ -339,7 +498,8 @@ pub fn check_no_overlap_sequence(fx: &mut dyn Fluxion, caps: &Capabilities) {
         if roll < 3 && !live.is_empty() {
             let i = (next() % live.len() as u64) as usize;
             let (id, _) = live.swap_remove(i);
-            fx.cancel(id).unwrap_or_else(|e| panic!("step {step}: cancel: {e}"));
+            fx.cancel(id)
+                .unwrap_or_else(|e| panic!("step {step}: cancel: {e}"));
             continue;
         }
         let req = match roll {
@@ -350,10 +510,18 @@ pub fn check_no_overlap_sequence(fx: &mut dyn Fluxion, caps: &Capabilities) {
         };
         match fx.match_allocate(&jobspec(&req), false) {
             Ok(out) => {
-                let r = allocation_to_rv1(&out.allocation, 0.0, 0.0).unwrap_or_else(|e| panic!("step {step}: {e}"));
-                assert!(r.is_subset_of(&whole).unwrap_or(false), "step {step}: outside the graph");
+                let r = allocation_to_rv1(&out.allocation, 0.0, 0.0)
+                    .unwrap_or_else(|e| panic!("step {step}: {e}"));
+                assert!(
+                    r.is_subset_of(&whole).unwrap_or(false),
+                    "step {step}: outside the graph"
+                );
                 for (other, o) in &live {
-                    assert!(!r.overlaps(o).unwrap_or(true), "step {step}: job {} overlaps job {other}", out.jobid);
+                    assert!(
+                        !r.overlaps(o).unwrap_or(true),
+                        "step {step}: job {} overlaps job {other}",
+                        out.jobid
+                    );
                 }
                 live.push((out.jobid, r));
             }
@@ -364,8 +532,11 @@ pub fn check_no_overlap_sequence(fx: &mut dyn Fluxion, caps: &Capabilities) {
     }
 }
 
+/// A conformance check: takes a fresh instance and the capabilities to expect.
+pub type Check = fn(&mut dyn Fluxion, &Capabilities);
+
 /// Every check with its name, each to be given a fresh instance.
-pub fn checks() -> Vec<(&'static str, fn(&mut dyn Fluxion, &Capabilities))> {
+pub fn checks() -> Vec<(&'static str, Check)> {
     vec![
         ("not_initialized", check_not_initialized),
         ("init_rejects_garbage", check_init_rejects_garbage),

@@ -38,18 +38,32 @@ fn host_basename_id(host: &str) -> (&str, Option<i64>) {
 pub fn rv1_to_graph(rv1: &Rv1) -> Result<Jgf, FluxionError> {
     let ranks = rv1.rank_map()?;
     if rv1.execution.nodelist.is_empty() && !ranks.is_empty() {
-        return Err(invalid("execution.nodelist", "missing; node vertices are named by host"));
+        return Err(invalid(
+            "execution.nodelist",
+            "missing; node vertices are named by host",
+        ));
     }
-    let total: u64 = ranks.values().map(|r| 1 + r.cores.len() + r.gpus.len()).sum::<u64>() + 1;
+    let total: u64 = ranks
+        .values()
+        .map(|r| 1 + r.cores.len() + r.gpus.len())
+        .sum::<u64>()
+        + 1;
     if total > MAX_VERTICES {
-        return Err(invalid("execution.R_lite", format!("{total} vertices is more than the limit of {MAX_VERTICES}")));
+        return Err(invalid(
+            "execution.R_lite",
+            format!("{total} vertices is more than the limit of {MAX_VERTICES}"),
+        ));
     }
     let mut props_by_rank: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
     if let Some(props) = &rv1.execution.properties {
         for (name, set) in props {
-            let set = IdSet::parse(set).map_err(|e| invalid(&format!("execution.properties.{name}"), e))?;
+            let set = IdSet::parse(set)
+                .map_err(|e| invalid(&format!("execution.properties.{name}"), e))?;
             for r in set.iter() {
-                props_by_rank.entry(r).or_default().insert(name.clone(), String::new());
+                props_by_rank
+                    .entry(r)
+                    .or_default()
+                    .insert(name.clone(), String::new());
             }
         }
     }
@@ -63,7 +77,9 @@ pub fn rv1_to_graph(rv1: &Rv1) -> Result<Jgf, FluxionError> {
         if let Some(other) = seen_hosts.insert(host, rank) {
             return Err(invalid(
                 "execution.nodelist",
-                format!("host {host:?} names both rank {other} and rank {rank}; Fluxion needs distinct host names"),
+                format!(
+                    "host {host:?} names both rank {other} and rank {rank}; Fluxion needs distinct host names"
+                ),
             ));
         }
         let (basename, suffix) = host_basename_id(host);
@@ -117,7 +133,11 @@ pub fn allocation_to_rv1(jgf: &str, starttime: f64, duration: f64) -> Result<Rv1
 }
 
 /// [`allocation_to_rv1`] for an already parsed allocation.
-pub fn graph_allocation_to_rv1(g: &Jgf, starttime: f64, duration: f64) -> Result<Rv1, FluxionError> {
+pub fn graph_allocation_to_rv1(
+    g: &Jgf,
+    starttime: f64,
+    duration: f64,
+) -> Result<Rv1, FluxionError> {
     let mut ranks: BTreeMap<u32, RankResources> = BTreeMap::new();
     let mut node_rank: HashMap<usize, u32> = HashMap::new();
     for v in g.vertices() {
@@ -140,7 +160,12 @@ pub fn graph_allocation_to_rv1(g: &Jgf, starttime: f64, duration: f64) -> Result
                 break;
             }
         }
-        let node = node.ok_or_else(|| invalid(&at, format!("{} {} is not inside a node", v.type_name(), v.path())))?;
+        let node = node.ok_or_else(|| {
+            invalid(
+                &at,
+                format!("{} {} is not inside a node", v.type_name(), v.path()),
+            )
+        })?;
         let nv = g.vertex(node);
         let rank = match node_rank.get(&node) {
             Some(&r) => r,
@@ -149,7 +174,10 @@ pub fn graph_allocation_to_rv1(g: &Jgf, starttime: f64, duration: f64) -> Result
                 if r < 0 || r > i64::from(MAX_ID) {
                     return Err(invalid(
                         &format!("graph.nodes[{node}].metadata.rank"),
-                        format!("node {} has no broker rank ({r}); the Init graph must carry ranks", nv.name()),
+                        format!(
+                            "node {} has no broker rank ({r}); the Init graph must carry ranks",
+                            nv.name()
+                        ),
                     ));
                 }
                 let r = r as u32;
@@ -159,7 +187,10 @@ pub fn graph_allocation_to_rv1(g: &Jgf, starttime: f64, duration: f64) -> Result
         };
         let id = v.id();
         if id < 0 || id > i64::from(MAX_ID) {
-            return Err(invalid(&format!("{at}.metadata.id"), format!("{id} is not a valid logical id")));
+            return Err(invalid(
+                &format!("{at}.metadata.id"),
+                format!("{id} is not a valid logical id"),
+            ));
         }
         let entry = ranks.entry(rank).or_default();
         let name = nv.name();
@@ -187,10 +218,17 @@ pub fn graph_allocation_to_rv1(g: &Jgf, starttime: f64, duration: f64) -> Result
         if let Some(h) = res.hostname.as_deref()
             && let Some(other) = by_name.insert(h, r)
         {
-            return Err(invalid("graph.nodes", format!("host {h} has two ranks ({other} and {r})")));
+            return Err(invalid(
+                "graph.nodes",
+                format!("host {h} has two ranks ({other} and {r})"),
+            ));
         }
     }
-    let expiration = if duration > 0.0 { starttime + duration } else { 0.0 };
+    let expiration = if duration > 0.0 {
+        starttime + duration
+    } else {
+        0.0
+    };
     Ok(Rv1::from_ranks(&ranks, starttime, expiration))
 }
 
@@ -209,7 +247,10 @@ mod tests {
         let g = rv1_to_graph(&r).unwrap();
         assert_eq!(g.len(), 1 + 3 + 12 + 2);
         let n = g.vertex(1);
-        assert_eq!((n.name().as_ref(), n.basename(), n.id(), n.rank()), ("flux-sample-0", "flux-sample-", 0, 0));
+        assert_eq!(
+            (n.name().as_ref(), n.basename(), n.id(), n.rank()),
+            ("flux-sample-0", "flux-sample-", 0, 0)
+        );
         assert_eq!(g.vertex(2).path(), "/cluster0/flux-sample-0/core0");
         let text = g.to_json_string();
         // The whole graph read back as an "allocation" is the original R.
@@ -217,14 +258,22 @@ mod tests {
         assert_eq!(back.rank_map().unwrap(), r.rank_map().unwrap());
         assert_eq!(back.execution.expiration, 0.0);
         let back = allocation_to_rv1(&text, 10.0, 5.0).unwrap();
-        assert_eq!((back.execution.starttime, back.execution.expiration), (10.0, 15.0));
+        assert_eq!(
+            (back.execution.starttime, back.execution.expiration),
+            (10.0, 15.0)
+        );
     }
 
     #[test]
     fn duplicate_hosts_rejected() {
         let r = Rv1::parse(r#"{"version":1,"execution":{"R_lite":[{"rank":"0-1","children":{"core":"0"}}],"nodelist":["a,a"]}}"#)
             .unwrap();
-        assert!(rv1_to_jgf(&r).unwrap_err().to_string().contains("distinct host names"));
+        assert!(
+            rv1_to_jgf(&r)
+                .unwrap_err()
+                .to_string()
+                .contains("distinct host names")
+        );
     }
 
     #[test]

@@ -41,11 +41,19 @@ impl Fluxion for EmbeddedFluxion {
         Ok(())
     }
 
-    fn match_allocate(&mut self, jobspec: &str, reserve: bool) -> Result<MatchOutcome, FluxionError> {
+    fn match_allocate(
+        &mut self,
+        jobspec: &str,
+        reserve: bool,
+    ) -> Result<MatchOutcome, FluxionError> {
         let m = self.matcher.as_mut().ok_or(FluxionError::NotInitialized)?;
         let t0 = Instant::now();
         let js = Jobspec::parse(jobspec)?;
-        let a = if reserve { m.allocate_or_reserve(&js.request)? } else { m.allocate(&js.request)? };
+        let a = if reserve {
+            m.allocate_or_reserve(&js.request)?
+        } else {
+            m.allocate(&js.request)?
+        };
         Ok(MatchOutcome {
             jobid: a.jobid,
             allocation: a.jgf,

@@ -42,15 +42,24 @@ impl Term {
 
 /// Number of hosts in a hostlist without expanding it.
 pub fn count(s: &str) -> Result<u64, HostlistError> {
-    Ok(terms(s)?.iter().map(Term::count).fold(0u64, u64::saturating_add))
+    Ok(terms(s)?
+        .iter()
+        .map(Term::count)
+        .fold(0u64, u64::saturating_add))
 }
 
 /// Expands a hostlist into host names, in order. `""` is the empty list.
 pub fn parse(s: &str) -> Result<Vec<String>, HostlistError> {
     let terms = terms(s)?;
-    let n = terms.iter().map(Term::count).fold(0u64, u64::saturating_add);
+    let n = terms
+        .iter()
+        .map(Term::count)
+        .fold(0u64, u64::saturating_add);
     if n > MAX_HOSTS {
-        return Err(error(s, &format!("{n} hosts is more than the limit of {MAX_HOSTS}")));
+        return Err(error(
+            s,
+            &format!("{n} hosts is more than the limit of {MAX_HOSTS}"),
+        ));
     }
     let mut out = Vec::with_capacity(n as usize);
     for t in terms {
@@ -59,7 +68,13 @@ pub fn parse(s: &str) -> Result<Vec<String>, HostlistError> {
         }
         for (lo, hi, width) in t.runs {
             for i in lo..=hi {
-                out.push(format!("{}{:0width$}{}", t.prefix, i, t.suffix, width = width));
+                out.push(format!(
+                    "{}{:0width$}{}",
+                    t.prefix,
+                    i,
+                    t.suffix,
+                    width = width
+                ));
             }
         }
     }
@@ -73,7 +88,10 @@ pub fn parse_all<S: AsRef<str>>(items: &[S]) -> Result<Vec<String>, HostlistErro
         total = total.saturating_add(count(s.as_ref())?);
     }
     if total > MAX_HOSTS {
-        return Err(error("", &format!("{total} hosts is more than the limit of {MAX_HOSTS}")));
+        return Err(error(
+            "",
+            &format!("{total} hosts is more than the limit of {MAX_HOSTS}"),
+        ));
     }
     let mut out = Vec::with_capacity(total as usize);
     for s in items {
@@ -83,7 +101,10 @@ pub fn parse_all<S: AsRef<str>>(items: &[S]) -> Result<Vec<String>, HostlistErro
 }
 
 fn error(s: &str, reason: &str) -> HostlistError {
-    HostlistError { input: s.chars().take(200).collect(), reason: reason.to_string() }
+    HostlistError {
+        input: s.chars().take(200).collect(),
+        reason: reason.to_string(),
+    }
 }
 
 fn terms(s: &str) -> Result<Vec<Term>, HostlistError> {
@@ -131,7 +152,11 @@ fn terms(s: &str) -> Result<Vec<Term>, HostlistError> {
             return Err(error(s, &format!("host {p:?} contains whitespace")));
         }
         match p.find('[') {
-            None => out.push(Term { prefix: p.to_string(), suffix: String::new(), runs: Vec::new() }),
+            None => out.push(Term {
+                prefix: p.to_string(),
+                suffix: String::new(),
+                runs: Vec::new(),
+            }),
             Some(open) => {
                 let close = p.find(']').ok_or_else(|| error(s, "unbalanced '['"))?;
                 let suffix = &p[close + 1..];
@@ -142,14 +167,20 @@ fn terms(s: &str) -> Result<Vec<Term>, HostlistError> {
                 let mut runs = Vec::new();
                 for r in inner.split(',') {
                     let (a, b) = r.split_once('-').unwrap_or((r, r));
-                    let lo = parse_num(a).ok_or_else(|| error(s, &format!("bad number {a:?} in {p:?}")))?;
-                    let hi = parse_num(b).ok_or_else(|| error(s, &format!("bad number {b:?} in {p:?}")))?;
+                    let lo = parse_num(a)
+                        .ok_or_else(|| error(s, &format!("bad number {a:?} in {p:?}")))?;
+                    let hi = parse_num(b)
+                        .ok_or_else(|| error(s, &format!("bad number {b:?} in {p:?}")))?;
                     if lo > hi {
                         return Err(error(s, &format!("range {a}-{b} is descending")));
                     }
                     runs.push((lo, hi, a.len()));
                 }
-                out.push(Term { prefix: p[..open].to_string(), suffix: suffix.to_string(), runs });
+                out.push(Term {
+                    prefix: p[..open].to_string(),
+                    suffix: suffix.to_string(),
+                    runs,
+                });
             }
         }
     }
@@ -177,8 +208,16 @@ fn split_host(host: &str) -> Run {
     let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
     let (prefix, num) = host.split_at(host.len() - digits);
     match parse_num(num) {
-        Some(n) => Run { prefix: prefix.to_string(), num: Some((n, n)), width: num.len() },
-        None => Run { prefix: host.to_string(), num: None, width: 0 },
+        Some(n) => Run {
+            prefix: prefix.to_string(),
+            num: Some((n, n)),
+            width: num.len(),
+        },
+        None => Run {
+            prefix: host.to_string(),
+            num: None,
+            width: 0,
+        },
     }
 }
 
@@ -280,14 +319,31 @@ mod tests {
     fn parse_examples() {
         assert_eq!(
             parse("flux-sample-[0-3,5]").unwrap(),
-            ["flux-sample-0", "flux-sample-1", "flux-sample-2", "flux-sample-3", "flux-sample-5"]
+            [
+                "flux-sample-0",
+                "flux-sample-1",
+                "flux-sample-2",
+                "flux-sample-3",
+                "flux-sample-5"
+            ]
         );
         assert_eq!(parse("a,b").unwrap(), ["a", "b"]);
-        assert_eq!(parse("node[01-03]").unwrap(), ["node01", "node02", "node03"]);
+        assert_eq!(
+            parse("node[01-03]").unwrap(),
+            ["node01", "node02", "node03"]
+        );
         assert_eq!(parse("node[9-10]").unwrap(), ["node9", "node10"]);
         assert_eq!(parse("n[1-2]-ib,x").unwrap(), ["n1-ib", "n2-ib", "x"]);
         assert!(parse("").unwrap().is_empty());
-        for bad in ["a,,b", "n[1-", "n]", "n[3-1]", "n[a]", "n[[1]]", "n[0-99999999999]"] {
+        for bad in [
+            "a,,b",
+            "n[1-",
+            "n]",
+            "n[3-1]",
+            "n[a]",
+            "n[[1]]",
+            "n[0-99999999999]",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(count("n[0-99999999999]").unwrap(), 100_000_000_000);
@@ -296,7 +352,10 @@ mod tests {
     #[test]
     fn encode_examples() {
         let e = |v: &[&str]| encode(v);
-        assert_eq!(e(&["flux-sample-0", "flux-sample-1", "flux-sample-2"]), "flux-sample-[0-2]");
+        assert_eq!(
+            e(&["flux-sample-0", "flux-sample-1", "flux-sample-2"]),
+            "flux-sample-[0-2]"
+        );
         assert_eq!(e(&["a", "b"]), "a,b");
         assert_eq!(e(&["node01", "node02", "node03"]), "node[01-03]");
         assert_eq!(e(&["node9", "node10"]), "node[9-10]");
@@ -306,7 +365,7 @@ mod tests {
         assert_eq!(e(&["n1", "n01"]), "n[1,01]");
         assert_eq!(e(&["host"]), "host");
         assert_eq!(e(&["n5"]), "n5");
-        assert_eq!(e::<>(&[]), "");
+        assert_eq!(e(&[]), "");
     }
 
     #[test]

@@ -44,7 +44,9 @@ impl IdSet {
         };
         let mut body = s.trim();
         if let Some(inner) = body.strip_prefix('[') {
-            body = inner.strip_suffix(']').ok_or_else(|| err("unbalanced '['"))?;
+            body = inner
+                .strip_suffix(']')
+                .ok_or_else(|| err("unbalanced '['"))?;
         }
         let mut set = IdSet::new();
         if body.is_empty() {
@@ -57,7 +59,10 @@ impl IdSet {
                 return Err(err("empty element"));
             }
             let (lo, hi) = match part.split_once('-') {
-                Some((a, b)) => (parse_id(a).map_err(|r| err(&r))?, parse_id(b).map_err(|r| err(&r))?),
+                Some((a, b)) => (
+                    parse_id(a).map_err(|r| err(&r))?,
+                    parse_id(b).map_err(|r| err(&r))?,
+                ),
                 None => {
                     let v = parse_id(part).map_err(|r| err(&r))?;
                     (v, v)
@@ -141,7 +146,10 @@ impl IdSet {
 
     /// Number of ids in the set.
     pub fn len(&self) -> u64 {
-        self.ranges.iter().map(|&(lo, hi)| u64::from(hi - lo) + 1).sum()
+        self.ranges
+            .iter()
+            .map(|&(lo, hi)| u64::from(hi - lo) + 1)
+            .sum()
     }
 
     /// True for the empty set.
@@ -171,7 +179,12 @@ impl IdSet {
 
     /// Set union.
     pub fn union(&self, other: &IdSet) -> IdSet {
-        let mut all: Vec<(u32, u32)> = self.ranges.iter().chain(other.ranges.iter()).copied().collect();
+        let mut all: Vec<(u32, u32)> = self
+            .ranges
+            .iter()
+            .chain(other.ranges.iter())
+            .copied()
+            .collect();
         all.sort_unstable();
         let mut out = IdSet::new();
         for (lo, hi) in all {
@@ -300,7 +313,17 @@ mod tests {
         ] {
             assert_eq!(IdSet::parse(input).unwrap().to_string(), canon, "{input}");
         }
-        for bad in ["-1", "a", "1-", "3-1", ",", "1,,2", "[1", "4294967295", "1-2-3"] {
+        for bad in [
+            "-1",
+            "a",
+            "1-",
+            "3-1",
+            ",",
+            "1,,2",
+            "[1",
+            "4294967295",
+            "1-2-3",
+        ] {
             assert!(IdSet::parse(bad).is_err(), "{bad}");
         }
     }
@@ -330,7 +353,9 @@ mod tests {
     fn brute_force_ops() {
         // Small exhaustive cross-check against BTreeSet.
         use std::collections::BTreeSet;
-        let masks: Vec<u32> = (0..64u32).map(|i| i.wrapping_mul(2654435761) & 0xff).collect();
+        let masks: Vec<u32> = (0..64u32)
+            .map(|i| i.wrapping_mul(2654435761) & 0xff)
+            .collect();
         for &ma in &masks {
             for &mb in &masks[..16] {
                 let sa: BTreeSet<u32> = (0..8).filter(|i| ma & (1 << i) != 0).collect();

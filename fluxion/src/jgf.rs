@@ -261,7 +261,11 @@ impl<'g> Vertex<'g> {
     /// Properties, when the vertex has any.
     pub fn properties(&self) -> Option<&'g BTreeMap<String, String>> {
         let i = self.i as u32;
-        self.g.props.binary_search_by_key(&i, |(k, _)| *k).ok().map(|p| &self.g.props[p].1)
+        self.g
+            .props
+            .binary_search_by_key(&i, |(k, _)| *k)
+            .ok()
+            .map(|p| &self.g.props[p].1)
     }
 }
 
@@ -270,8 +274,12 @@ impl Jgf {
     pub fn parse(text: &str) -> Result<Jgf, FluxionError> {
         let mut reader = Reader::default();
         let mut de = serde_json::Deserializer::from_str(text);
-        TopSeed(&mut reader).deserialize(&mut de).map_err(|e| FluxionError::Invalid(clean_error(&e)))?;
-        de.end().map_err(|e| FluxionError::Invalid(format!("jgf: trailing characters: {}", clean_error(&e))))?;
+        TopSeed(&mut reader)
+            .deserialize(&mut de)
+            .map_err(|e| FluxionError::Invalid(clean_error(&e)))?;
+        de.end().map_err(|e| {
+            FluxionError::Invalid(format!("jgf: trailing characters: {}", clean_error(&e)))
+        })?;
         reader.finish()
     }
 
@@ -301,7 +309,9 @@ impl Jgf {
 
     /// Vertices with no containment parent.
     pub fn roots(&self) -> Vec<usize> {
-        (0..self.verts.len()).filter(|&i| self.verts[i].parent == NONE).collect()
+        (0..self.verts.len())
+            .filter(|&i| self.verts[i].parent == NONE)
+            .collect()
     }
 
     /// Containment children of every vertex, as (offsets, flat list): the
@@ -379,7 +389,10 @@ impl JgfBuilder {
             return Err(FluxionError::Invalid("jgf: graph text too large".into()));
         }
         self.g.arena.push_str(s);
-        Ok(StrRef { start: start as u32, len: s.len() as u32 })
+        Ok(StrRef {
+            start: start as u32,
+            len: s.len() as u32,
+        })
     }
 
     /// Adds a vertex and returns its index. The uniq_id must be unique (checked by [`build`](Self::build)).
@@ -396,8 +409,13 @@ impl JgfBuilder {
         let basename = self.intern(spec.basename.unwrap_or(spec.type_name));
         let unit = self.intern(spec.unit);
         let name = match spec.name {
-            Some(n) if !is_basename_id(n, spec.basename.unwrap_or(spec.type_name), spec.id) => self.store(n)?,
-            _ => StrRef { start: 0, len: NONE },
+            Some(n) if !is_basename_id(n, spec.basename.unwrap_or(spec.type_name), spec.id) => {
+                self.store(n)?
+            }
+            _ => StrRef {
+                start: 0,
+                len: NONE,
+            },
         };
         let path = self.store(spec.path)?;
         let idx = self.g.verts.len();
@@ -428,9 +446,12 @@ impl JgfBuilder {
     pub fn add_edge(&mut self, parent: usize, child: usize) -> Result<(), FluxionError> {
         let n = self.g.verts.len();
         if parent >= n || child >= n {
-            return Err(FluxionError::Invalid(format!("jgf: edge {parent}->{child} names an unknown vertex")));
+            return Err(FluxionError::Invalid(format!(
+                "jgf: edge {parent}->{child} names an unknown vertex"
+            )));
         }
-        self.set_parent(parent as u32, child as u32).map_err(FluxionError::Invalid)
+        self.set_parent(parent as u32, child as u32)
+            .map_err(FluxionError::Invalid)
     }
 
     fn set_parent(&mut self, parent: u32, child: u32) -> Result<(), String> {
@@ -446,7 +467,9 @@ impl JgfBuilder {
         } else {
             Err(format!(
                 "vertex {} has two containment parents ({} and {})",
-                self.g.verts[child as usize].uniq_id, self.g.verts[cur as usize].uniq_id, self.g.verts[parent as usize].uniq_id
+                self.g.verts[child as usize].uniq_id,
+                self.g.verts[cur as usize].uniq_id,
+                self.g.verts[parent as usize].uniq_id
             ))
         }
     }
@@ -474,7 +497,14 @@ impl JgfBuilder {
         let orphans: Vec<usize> = (0..self.g.verts.len())
             .filter(|&i| {
                 let v = &self.g.verts[i];
-                v.parent == NONE && self.g.str_at(v.path).trim_end_matches('/').matches('/').count() > 1
+                v.parent == NONE
+                    && self
+                        .g
+                        .str_at(v.path)
+                        .trim_end_matches('/')
+                        .matches('/')
+                        .count()
+                        > 1
             })
             .collect();
         if orphans.is_empty() {
@@ -482,7 +512,9 @@ impl JgfBuilder {
         }
         let mut by_path: HashMap<&str, u32> = HashMap::with_capacity(self.g.verts.len());
         for (i, v) in self.g.verts.iter().enumerate() {
-            by_path.entry(self.g.str_at(v.path).trim_end_matches('/')).or_insert(i as u32);
+            by_path
+                .entry(self.g.str_at(v.path).trim_end_matches('/'))
+                .or_insert(i as u32);
         }
         let mut links = Vec::new();
         for i in orphans {
@@ -594,7 +626,13 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
 impl JgfWriter {
     /// A writer for `style`.
     pub fn new(style: Style) -> Self {
-        JgfWriter { style, nodes: String::new(), edges: String::new(), first_node: true, first_edge: true }
+        JgfWriter {
+            style,
+            nodes: String::new(),
+            edges: String::new(),
+            first_node: true,
+            first_edge: true,
+        }
     }
 
     /// Writes vertex `v` with the given exclusive flag and size (a match writes
@@ -658,7 +696,10 @@ impl JgfWriter {
             o.push(',');
         }
         self.first_edge = false;
-        let _ = write!(o, "{{\"source\":\"{parent_uniq}\",\"target\":\"{child_uniq}\"");
+        let _ = write!(
+            o,
+            "{{\"source\":\"{parent_uniq}\",\"target\":\"{child_uniq}\""
+        );
         if self.style == Style::Full {
             o.push_str(",\"metadata\":{\"name\":{\"containment\":\"contains\"},\"subsystem\":\"containment\"}");
         }
@@ -688,10 +729,18 @@ fn clean_error(e: &serde_json::Error) -> String {
     let body = s.strip_suffix(&pos).unwrap_or(&s);
     // Inner errors may already carry a position; drop those too.
     let body = match body.rfind(" at line ") {
-        Some(i) if body[i..].split_whitespace().nth(4).is_some() && body[i..].contains(" column ") => &body[..i],
+        Some(i)
+            if body[i..].split_whitespace().nth(4).is_some() && body[i..].contains(" column ") =>
+        {
+            &body[..i]
+        }
         _ => body,
     };
-    if e.line() > 0 { format!("{body} (at line {} column {})", e.line(), e.column()) } else { body.to_string() }
+    if e.line() > 0 {
+        format!("{body} (at line {} column {})", e.line(), e.column())
+    } else {
+        body.to_string()
+    }
 }
 
 fn strip_pos(e: &impl fmt::Display) -> String {
@@ -793,10 +842,15 @@ impl<'de> de::Deserialize<'de> for IntLike {
                 Ok(IntLike(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntLike, E> {
-                i64::try_from(v).map(IntLike).map_err(|_| E::custom("integer out of range"))
+                i64::try_from(v)
+                    .map(IntLike)
+                    .map_err(|_| E::custom("integer out of range"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<IntLike, E> {
-                v.trim().parse::<i64>().map(IntLike).map_err(|_| E::custom(format!("expected an integer, found {v:?}")))
+                v.trim()
+                    .parse::<i64>()
+                    .map(IntLike)
+                    .map_err(|_| E::custom(format!("expected an integer, found {v:?}")))
             }
         }
         d.deserialize_any(V)
@@ -861,16 +915,63 @@ impl<'de> Visitor<'de> for MetaSeed<'_> {
         while let Some(key) = map.next_key::<CowStr<'de>>()? {
             let k = key.0.as_ref();
             match k {
-                "type" => m.ty = map.next_value::<Option<CowStr>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "basename" => m.basename = map.next_value::<Option<CowStr>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "name" => m.name = map.next_value::<Option<CowStr>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "unit" => m.unit = map.next_value::<Option<CowStr>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "id" => m.id = map.next_value::<Option<IntLike>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "uniq_id" => m.uniq_id = map.next_value::<Option<IntLike>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "rank" => m.rank = map.next_value::<Option<IntLike>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "status" => m.status = map.next_value::<Option<IntLike>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "size" => m.size = map.next_value::<Option<IntLike>>().map_err(|e| ctx(k, e))?.map(|c| c.0),
-                "exclusive" => m.exclusive = map.next_value::<Option<bool>>().map_err(|e| ctx(k, e))?,
+                "type" => {
+                    m.ty = map
+                        .next_value::<Option<CowStr>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "basename" => {
+                    m.basename = map
+                        .next_value::<Option<CowStr>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "name" => {
+                    m.name = map
+                        .next_value::<Option<CowStr>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "unit" => {
+                    m.unit = map
+                        .next_value::<Option<CowStr>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "id" => {
+                    m.id = map
+                        .next_value::<Option<IntLike>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "uniq_id" => {
+                    m.uniq_id = map
+                        .next_value::<Option<IntLike>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "rank" => {
+                    m.rank = map
+                        .next_value::<Option<IntLike>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "status" => {
+                    m.status = map
+                        .next_value::<Option<IntLike>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "size" => {
+                    m.size = map
+                        .next_value::<Option<IntLike>>()
+                        .map_err(|e| ctx(k, e))?
+                        .map(|c| c.0)
+                }
+                "exclusive" => {
+                    m.exclusive = map.next_value::<Option<bool>>().map_err(|e| ctx(k, e))?
+                }
                 "paths" => {
                     let paths: Option<BTreeMap<CowStr<'de>, StrOrOther<'de>>> =
                         map.next_value().map_err(|e| ctx(k, e))?;
@@ -891,8 +992,9 @@ impl<'de> Visitor<'de> for MetaSeed<'_> {
                     }
                 }
                 "properties" => {
-                    let props: Option<BTreeMap<String, serde_json::Value>> =
-                        map.next_value().map_err(|e| ctx("properties (must be an object or null)", e))?;
+                    let props: Option<BTreeMap<String, serde_json::Value>> = map
+                        .next_value()
+                        .map_err(|e| ctx("properties (must be an object or null)", e))?;
                     if let Some(props) = props {
                         let mut out = BTreeMap::new();
                         for (pk, pv) in props {
@@ -959,18 +1061,28 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn add_vertex(&mut self, loc: Loc<'_>, outer: Cow<'a, str>, m: RawMeta<'a>) -> Result<(), String> {
-        let ty = m.ty.ok_or_else(|| format!("{loc}.metadata.type: missing"))?;
+    fn add_vertex(
+        &mut self,
+        loc: Loc<'_>,
+        outer: Cow<'a, str>,
+        m: RawMeta<'a>,
+    ) -> Result<(), String> {
+        let ty =
+            m.ty.ok_or_else(|| format!("{loc}.metadata.type: missing"))?;
         if ty.is_empty() {
             return Err(format!("{loc}.metadata.type: must not be empty"));
         }
         let path = match m.path {
             Some(p) => p,
-            None if m.has_paths => return Err(format!("{loc}.metadata.paths.containment: missing")),
+            None if m.has_paths => {
+                return Err(format!("{loc}.metadata.paths.containment: missing"));
+            }
             None => return Err(format!("{loc}.metadata.paths: missing")),
         };
         if !path.starts_with('/') || path.len() < 2 {
-            return Err(format!("{loc}.metadata.paths.containment: {path:?} must be an absolute path"));
+            return Err(format!(
+                "{loc}.metadata.paths.containment: {path:?} must be an absolute path"
+            ));
         }
         let outer_num = outer.parse::<i64>().ok();
         let uniq_id = match (m.uniq_id, outer_num) {
@@ -1038,8 +1150,14 @@ impl<'a> Reader<'a> {
 
     fn add_edge(&mut self, e: &RawEdge<'_>) -> Result<(), String> {
         let at = |which: &str| format!("graph.edges[{}].{which}", e.index);
-        let s = *self.ids.get(e.source.as_ref()).ok_or_else(|| format!("{}: unknown vertex id {:?}", at("source"), e.source))?;
-        let t = *self.ids.get(e.target.as_ref()).ok_or_else(|| format!("{}: unknown vertex id {:?}", at("target"), e.target))?;
+        let s = *self
+            .ids
+            .get(e.source.as_ref())
+            .ok_or_else(|| format!("{}: unknown vertex id {:?}", at("source"), e.source))?;
+        let t = *self
+            .ids
+            .get(e.target.as_ref())
+            .ok_or_else(|| format!("{}: unknown vertex id {:?}", at("target"), e.target))?;
         // A containment edge from a vertex to one of its path ancestors is a
         // reverse edge that was labelled "contains"; skip it.
         let sp = self.b.g.str_at(self.b.g.verts[s as usize].path);
@@ -1047,7 +1165,9 @@ impl<'a> Reader<'a> {
         if sp.len() > tp.len() && sp.starts_with(tp) && sp.as_bytes()[tp.len()] == b'/' {
             return Ok(());
         }
-        self.b.set_parent(s, t).map_err(|m| format!("graph.edges[{}]: {m}", e.index))
+        self.b
+            .set_parent(s, t)
+            .map_err(|m| format!("graph.edges[{}]: {m}", e.index))
     }
 
     fn finish(mut self) -> Result<Jgf, FluxionError> {
@@ -1141,7 +1261,13 @@ impl<'de, 'r> Visitor<'de> for NodesSeed<'r, 'de> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut index = 0;
-        while seq.next_element_seed(VertexSeed { r: &mut *self.0, loc: Loc { index, key: None }, key_id: None })?.is_some()
+        while seq
+            .next_element_seed(VertexSeed {
+                r: &mut *self.0,
+                loc: Loc { index, key: None },
+                key_id: None,
+            })?
+            .is_some()
         {
             index += 1;
         }
@@ -1154,7 +1280,10 @@ impl<'de, 'r> Visitor<'de> for NodesSeed<'r, 'de> {
             let kref: &str = &k;
             map.next_value_seed(VertexSeed {
                 r: &mut *self.0,
-                loc: Loc { index, key: Some(kref) },
+                loc: Loc {
+                    index,
+                    key: Some(kref),
+                },
                 key_id: Some(key.0),
             })?;
             index += 1;
@@ -1197,13 +1326,17 @@ impl<'de, 'r, 'k> Visitor<'de> for VertexSeed<'r, 'de, 'k> {
         let outer = match (outer, self.key_id) {
             (Some(StrOrOther::Str(s)), _) => s,
             (Some(StrOrOther::Other(what)), _) => {
-                return Err(de::Error::custom(format!("{loc}.id: must be a string, found {what}")));
+                return Err(de::Error::custom(format!(
+                    "{loc}.id: must be a string, found {what}"
+                )));
             }
             (None, Some(k)) => k,
             (None, None) => return Err(de::Error::custom(format!("{loc}.id: missing"))),
         };
         let meta = meta.ok_or_else(|| de::Error::custom(format!("{loc}.metadata: missing")))?;
-        self.r.add_vertex(loc, outer, meta).map_err(de::Error::custom)
+        self.r
+            .add_vertex(loc, outer, meta)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -1263,8 +1396,9 @@ impl<'de> Visitor<'de> for EdgeSeed {
                 "source" => source = Some(map.next_value::<StrOrOther<'de>>()?),
                 "target" => target = Some(map.next_value::<StrOrOther<'de>>()?),
                 "metadata" => {
-                    let meta: Option<EdgeMeta<'de>> =
-                        map.next_value().map_err(|e| de::Error::custom(format!("graph.edges[{i}].metadata: {}", strip_pos(&e))))?;
+                    let meta: Option<EdgeMeta<'de>> = map.next_value().map_err(|e| {
+                        de::Error::custom(format!("graph.edges[{i}].metadata: {}", strip_pos(&e)))
+                    })?;
                     kind = meta.map_or(EdgeKind::Contains, |m| m.kind());
                 }
                 _ => {
@@ -1274,14 +1408,20 @@ impl<'de> Visitor<'de> for EdgeSeed {
         }
         let get = |v: Option<StrOrOther<'de>>, which: &str| match v {
             Some(StrOrOther::Str(s)) => Ok(s),
-            Some(StrOrOther::Other(what)) => {
-                Err(de::Error::custom(format!("graph.edges[{i}].{which}: must be a string, found {what}")))
-            }
-            None => Err(de::Error::custom(format!("graph.edges[{i}].{which}: missing"))),
+            Some(StrOrOther::Other(what)) => Err(de::Error::custom(format!(
+                "graph.edges[{i}].{which}: must be a string, found {what}"
+            ))),
+            None => Err(de::Error::custom(format!(
+                "graph.edges[{i}].{which}: missing"
+            ))),
         };
         let source = get(source, "source")?;
         let target = get(target, "target")?;
-        Ok((kind == EdgeKind::Contains).then_some(RawEdge { index: i, source, target }))
+        Ok((kind == EdgeKind::Contains).then_some(RawEdge {
+            index: i,
+            source,
+            target,
+        }))
     }
 }
 
@@ -1330,11 +1470,32 @@ mod tests {
         )
         .unwrap();
         let c = g.vertex(0);
-        assert_eq!((c.basename(), c.name().as_ref(), c.id(), c.uniq_id(), c.rank()), ("cluster", "cluster0", 0, 0, -1));
+        assert_eq!(
+            (
+                c.basename(),
+                c.name().as_ref(),
+                c.id(),
+                c.uniq_id(),
+                c.rank()
+            ),
+            ("cluster", "cluster0", 0, 0, -1)
+        );
         let n = g.vertex(1);
-        assert_eq!((n.id(), n.rank(), n.name().as_ref(), n.basename()), (12, 3, "flux-sample-12", "node"));
+        assert_eq!(
+            (n.id(), n.rank(), n.name().as_ref(), n.basename()),
+            (12, 3, "flux-sample-12", "node")
+        );
         let k = g.vertex(2);
-        assert_eq!((k.name().as_ref(), k.size(), k.unit(), k.exclusive(), k.parent()), ("core5", 1, "", false, Some(1)));
+        assert_eq!(
+            (
+                k.name().as_ref(),
+                k.size(),
+                k.unit(),
+                k.exclusive(),
+                k.parent()
+            ),
+            ("core5", 1, "", false, Some(1))
+        );
         assert_eq!(g.roots(), vec![0]);
     }
 
@@ -1377,7 +1538,9 @@ mod tests {
 
     #[test]
     fn errors_name_fields() {
-        let v = |m: &str| format!(r#"{{"graph":{{"nodes":[{{"id":"0","metadata":{m}}}],"edges":[]}}}}"#);
+        let v = |m: &str| {
+            format!(r#"{{"graph":{{"nodes":[{{"id":"0","metadata":{m}}}],"edges":[]}}}}"#)
+        };
         for (text, want) in [
             ("{}".to_string(), "graph: missing"),
             (r#"{"graph":{"edges":[]}}"#.to_string(), "graph.nodes: missing"),
@@ -1420,7 +1583,9 @@ mod tests {
     #[test]
     fn writer_roundtrip() {
         let mut b = JgfBuilder::new();
-        let c = b.add_vertex(&VertexSpec::new("cluster", 0, 0, "/cluster0")).unwrap();
+        let c = b
+            .add_vertex(&VertexSpec::new("cluster", 0, 0, "/cluster0"))
+            .unwrap();
         let mut n = VertexSpec::new("node", 7, 1, "/cluster0/host7");
         n.basename = Some("host");
         n.name = Some("host7");
@@ -1446,6 +1611,9 @@ mod tests {
         let mut w = JgfWriter::new(Style::Condensed);
         w.vertex(&g2.vertex(2), true, 1);
         let t = w.finish();
-        assert!(!t.contains("basename") && !t.contains("uniq_id") && t.contains(r#""exclusive":true"#), "{t}");
+        assert!(
+            !t.contains("basename") && !t.contains("uniq_id") && t.contains(r#""exclusive":true"#),
+            "{t}"
+        );
     }
 }

@@ -187,7 +187,12 @@ fn count_of(obj: &Map<String, Value>, path: &str) -> Result<u32, FluxionError> {
                 return Err(invalid(&p, "must be an integer"));
             }
         }
-        Value::Object(_) => return Err(invalid(&p, "count ranges are not supported in jobspec V1; use an integer")),
+        Value::Object(_) => {
+            return Err(invalid(
+                &p,
+                "count ranges are not supported in jobspec V1; use an integer",
+            ));
+        }
         _ => return Err(invalid(&p, "must be an integer")),
     };
     if n < 1 {
@@ -215,7 +220,10 @@ fn exclusive_of(obj: &Map<String, Value>, path: &str) -> Result<bool, FluxionErr
     }
 }
 
-fn with_of<'a>(obj: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Vec<Value>>, FluxionError> {
+fn with_of<'a>(
+    obj: &'a Map<String, Value>,
+    path: &str,
+) -> Result<Option<&'a Vec<Value>>, FluxionError> {
     match obj.get("with") {
         None => Ok(None),
         Some(Value::Array(a)) if !a.is_empty() => Ok(Some(a)),
@@ -225,7 +233,8 @@ fn with_of<'a>(obj: &'a Map<String, Value>, path: &str) -> Result<Option<&'a Vec
 }
 
 fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, FluxionError> {
-    v.as_object().ok_or_else(|| invalid(path, "must be an object"))
+    v.as_object()
+        .ok_or_else(|| invalid(path, "must be an object"))
 }
 
 struct Slot {
@@ -241,12 +250,20 @@ fn parse_slot(v: &Value, path: &str) -> Result<Slot, FluxionError> {
     let slots = count_of(obj, path)?;
     let label = match obj.get("label") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::String(_)) => return Err(invalid(&format!("{path}.label"), "must not be empty")),
+        Some(Value::String(_)) => {
+            return Err(invalid(&format!("{path}.label"), "must not be empty"));
+        }
         Some(_) => return Err(invalid(&format!("{path}.label"), "must be a string")),
-        None => return Err(invalid(&format!("{path}.label"), "missing (a slot must be labelled)")),
+        None => {
+            return Err(invalid(
+                &format!("{path}.label"),
+                "missing (a slot must be labelled)",
+            ));
+        }
     };
     exclusive_of(obj, path)?;
-    let children = with_of(obj, path)?.ok_or_else(|| invalid(&format!("{path}.with"), "missing (a slot needs a core)"))?;
+    let children = with_of(obj, path)?
+        .ok_or_else(|| invalid(&format!("{path}.with"), "missing (a slot needs a core)"))?;
     let (mut cores, mut gpus, mut memory) = (None, None, None);
     for (i, c) in children.iter().enumerate() {
         let cpath = format!("{path}.with[{i}]");
@@ -255,31 +272,48 @@ fn parse_slot(v: &Value, path: &str) -> Result<Slot, FluxionError> {
         let n = count_of(cobj, &cpath)?;
         exclusive_of(cobj, &cpath)?;
         if cobj.contains_key("with") {
-            return Err(invalid(&format!("{cpath}.with"), format!("a {ty} cannot contain other resources")));
+            return Err(invalid(
+                &format!("{cpath}.with"),
+                format!("a {ty} cannot contain other resources"),
+            ));
         }
         let slot_for = match ty {
             "core" => &mut cores,
             "gpu" => &mut gpus,
             "memory" => {
                 if memory.is_some() {
-                    return Err(invalid(&format!("{cpath}.type"), "memory is listed twice in one slot"));
+                    return Err(invalid(
+                        &format!("{cpath}.type"),
+                        "memory is listed twice in one slot",
+                    ));
                 }
                 let unit = match cobj.get("unit") {
                     None => None,
                     Some(Value::String(u)) if u.is_empty() => None,
                     Some(Value::String(u)) => {
                         if crate::matcher::unit_factor(u).is_none() {
-                            return Err(invalid(&format!("{cpath}.unit"), format!("unknown memory unit {u:?}")));
+                            return Err(invalid(
+                                &format!("{cpath}.unit"),
+                                format!("unknown memory unit {u:?}"),
+                            ));
                         }
                         Some(u.clone())
                     }
                     Some(_) => return Err(invalid(&format!("{cpath}.unit"), "must be a string")),
                 };
-                memory = Some(MemoryRequest { count: u64::from(n), unit });
+                memory = Some(MemoryRequest {
+                    count: u64::from(n),
+                    unit,
+                });
                 continue;
             }
             "slot" => return Err(invalid(&format!("{cpath}.type"), "slots cannot be nested")),
-            "node" => return Err(invalid(&format!("{cpath}.type"), "a node cannot be inside a slot in jobspec V1")),
+            "node" => {
+                return Err(invalid(
+                    &format!("{cpath}.type"),
+                    "a node cannot be inside a slot in jobspec V1",
+                ));
+            }
             other => {
                 return Err(invalid(
                     &format!("{cpath}.type"),
@@ -288,32 +322,57 @@ fn parse_slot(v: &Value, path: &str) -> Result<Slot, FluxionError> {
             }
         };
         if slot_for.is_some() {
-            return Err(invalid(&format!("{cpath}.type"), format!("{ty} is listed twice in one slot")));
+            return Err(invalid(
+                &format!("{cpath}.type"),
+                format!("{ty} is listed twice in one slot"),
+            ));
         }
         *slot_for = Some(n);
     }
-    let cores = cores.ok_or_else(|| invalid(&format!("{path}.with"), "a slot must contain a core resource"))?;
-    Ok(Slot { label, slots, cores, gpus: gpus.unwrap_or(0), memory })
+    let cores = cores.ok_or_else(|| {
+        invalid(
+            &format!("{path}.with"),
+            "a slot must contain a core resource",
+        )
+    })?;
+    Ok(Slot {
+        label,
+        slots,
+        cores,
+        gpus: gpus.unwrap_or(0),
+        memory,
+    })
 }
 
 impl Jobspec {
     /// Parses and checks jobspec text (JSON). Errors name the field and the reason.
     pub fn parse(text: &str) -> Result<Jobspec, FluxionError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| invalid("jobspec", format!("not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| invalid("jobspec", format!("not valid JSON: {e}")))?;
         Self::from_value(&v)
     }
 
     /// Checks an already parsed jobspec.
     pub fn from_value(v: &Value) -> Result<Jobspec, FluxionError> {
-        let top = v.as_object().ok_or_else(|| invalid("jobspec", "must be a JSON object"))?;
+        let top = v
+            .as_object()
+            .ok_or_else(|| invalid("jobspec", "must be a JSON object"))?;
         for k in top.keys() {
             if !matches!(k.as_str(), "version" | "resources" | "tasks" | "attributes") {
-                return Err(invalid(k, "unknown top-level key (allowed: version, resources, tasks, attributes)"));
+                return Err(invalid(
+                    k,
+                    "unknown top-level key (allowed: version, resources, tasks, attributes)",
+                ));
             }
         }
         match top.get("version") {
             Some(Value::Number(n)) if n.as_i64() == Some(1) => {}
-            Some(Value::Number(_)) => return Err(invalid("version", "must be 1 (only jobspec V1 is supported)")),
+            Some(Value::Number(_)) => {
+                return Err(invalid(
+                    "version",
+                    "must be 1 (only jobspec V1 is supported)",
+                ));
+            }
             Some(_) => return Err(invalid("version", "must be the integer 1")),
             None => return Err(invalid("version", "missing")),
         }
@@ -323,7 +382,13 @@ impl Jobspec {
             None => return Err(invalid("resources", "missing")),
         };
         if resources.len() != 1 {
-            return Err(invalid("resources", format!("must hold exactly one entry (V1), found {}", resources.len())));
+            return Err(invalid(
+                "resources",
+                format!(
+                    "must hold exactly one entry (V1), found {}",
+                    resources.len()
+                ),
+            ));
         }
         let r0 = as_object(&resources[0], "resources[0]")?;
         let (nnodes, node_exclusive, slot) = match type_of(r0, "resources[0]")? {
@@ -355,9 +420,14 @@ impl Jobspec {
                 ));
             }
         };
-        let tasks = top.get("tasks").ok_or_else(|| invalid("tasks", "missing"))?;
+        let tasks = top
+            .get("tasks")
+            .ok_or_else(|| invalid("tasks", "missing"))?;
         check_tasks(tasks, &slot.label)?;
-        let attributes = top.get("attributes").cloned().unwrap_or_else(|| Value::Object(Map::new()));
+        let attributes = top
+            .get("attributes")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
         let (duration, container) = check_attributes(&attributes)?;
         let request = Request {
             nnodes,
@@ -366,15 +436,26 @@ impl Jobspec {
             cores_per_slot: slot.cores,
             gpus_per_slot: slot.gpus,
             memory_per_slot: slot.memory,
-            duration: if duration <= 0.0 { 0 } else { (duration.ceil() as u64).min(MAX_DURATION) },
+            duration: if duration <= 0.0 {
+                0
+            } else {
+                (duration.ceil() as u64).min(MAX_DURATION)
+            },
             container,
         };
-        Ok(Jobspec { request, duration, tasks: tasks.clone(), attributes })
+        Ok(Jobspec {
+            request,
+            duration,
+            tasks: tasks.clone(),
+            attributes,
+        })
     }
 }
 
 fn check_tasks(tasks: &Value, label: &str) -> Result<(), FluxionError> {
-    let arr = tasks.as_array().ok_or_else(|| invalid("tasks", "must be an array"))?;
+    let arr = tasks
+        .as_array()
+        .ok_or_else(|| invalid("tasks", "must be an array"))?;
     if arr.is_empty() {
         return Err(invalid("tasks", "must not be empty"));
     }
@@ -383,28 +464,43 @@ fn check_tasks(tasks: &Value, label: &str) -> Result<(), FluxionError> {
         let obj = as_object(t, &path)?;
         match obj.get("command") {
             Some(Value::Array(c)) if c.iter().all(Value::is_string) => {}
-            Some(_) => return Err(invalid(&format!("{path}.command"), "must be an array of strings")),
+            Some(_) => {
+                return Err(invalid(
+                    &format!("{path}.command"),
+                    "must be an array of strings",
+                ));
+            }
             None => return Err(invalid(&format!("{path}.command"), "missing")),
         }
         match obj.get("slot") {
             Some(Value::String(s)) if s == label => {}
             Some(Value::String(s)) => {
-                return Err(invalid(&format!("{path}.slot"), format!("{s:?} does not name the slot label {label:?}")));
+                return Err(invalid(
+                    &format!("{path}.slot"),
+                    format!("{s:?} does not name the slot label {label:?}"),
+                ));
             }
             Some(_) => return Err(invalid(&format!("{path}.slot"), "must be a string")),
             None => return Err(invalid(&format!("{path}.slot"), "missing")),
         }
-        let count = obj
-            .get("count")
-            .and_then(Value::as_object)
-            .ok_or_else(|| invalid(&format!("{path}.count"), "must be an object with per_slot or total"))?;
+        let count = obj.get("count").and_then(Value::as_object).ok_or_else(|| {
+            invalid(
+                &format!("{path}.count"),
+                "must be an object with per_slot or total",
+            )
+        })?;
         let mut found = false;
         for key in ["per_slot", "total"] {
             if let Some(n) = count.get(key) {
                 found = true;
                 match n.as_i64() {
                     Some(n) if n >= 1 => {}
-                    _ => return Err(invalid(&format!("{path}.count.{key}"), "must be an integer >= 1")),
+                    _ => {
+                        return Err(invalid(
+                            &format!("{path}.count.{key}"),
+                            "must be an integer >= 1",
+                        ));
+                    }
                 }
             }
         }
@@ -419,7 +515,10 @@ fn check_attributes(attrs: &Value) -> Result<(f64, Option<String>), FluxionError
     let obj = as_object(attrs, "attributes")?;
     for k in obj.keys() {
         if k != "user" && k != "system" {
-            return Err(invalid(&format!("attributes.{k}"), "unknown key (allowed: user, system)"));
+            return Err(invalid(
+                &format!("attributes.{k}"),
+                "unknown key (allowed: user, system)",
+            ));
         }
     }
     let Some(system) = obj.get("system") else {
@@ -430,9 +529,19 @@ fn check_attributes(attrs: &Value) -> Result<(f64, Option<String>), FluxionError
         None => 0.0,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(d) if d.is_finite() && d >= 0.0 => d,
-            _ => return Err(invalid("attributes.system.duration", "must be a number >= 0")),
+            _ => {
+                return Err(invalid(
+                    "attributes.system.duration",
+                    "must be a number >= 0",
+                ));
+            }
         },
-        Some(_) => return Err(invalid("attributes.system.duration", "must be a number of seconds")),
+        Some(_) => {
+            return Err(invalid(
+                "attributes.system.duration",
+                "must be a number of seconds",
+            ));
+        }
     };
     let container = match system.get("container") {
         None => None,
@@ -466,22 +575,28 @@ mod tests {
         .request;
         assert_eq!(r, Request::slots(4, 1, 0));
         // flux submit -N2 -n8
-        let r = Jobspec::parse(&submit(serde_json::json!([{"type":"node","count":2,"with":[
-            {"type":"slot","count":4,"label":"task","with":[{"type":"core","count":1}]}]}])))
+        let r = Jobspec::parse(&submit(
+            serde_json::json!([{"type":"node","count":2,"with":[
+            {"type":"slot","count":4,"label":"task","with":[{"type":"core","count":1}]}]}]),
+        ))
         .unwrap()
         .request;
         assert_eq!(r, Request::nodes(2, Some(8), false));
         assert_eq!(r.total_cores(), 8);
         // flux submit -N2
-        let r = Jobspec::parse(&submit(serde_json::json!([{"type":"node","count":2,"exclusive":true,"with":[
-            {"type":"slot","count":1,"label":"task","with":[{"type":"core","count":1}]}]}])))
+        let r = Jobspec::parse(&submit(
+            serde_json::json!([{"type":"node","count":2,"exclusive":true,"with":[
+            {"type":"slot","count":1,"label":"task","with":[{"type":"core","count":1}]}]}]),
+        ))
         .unwrap()
         .request;
         assert_eq!(r, Request::nodes(2, None, false));
         assert!(r.node_exclusive);
         // flux submit -n2 -c4 -g1
-        let r = Jobspec::parse(&submit(serde_json::json!([{"type":"slot","count":2,"label":"task","with":[
-            {"type":"core","count":4},{"type":"gpu","count":1}]}])))
+        let r = Jobspec::parse(&submit(
+            serde_json::json!([{"type":"slot","count":2,"label":"task","with":[
+            {"type":"core","count":4},{"type":"gpu","count":1}]}]),
+        ))
         .unwrap()
         .request;
         assert_eq!(r, Request::slots(2, 4, 1));
@@ -492,7 +607,10 @@ mod tests {
         let mut r = Request::nodes(3, Some(7), true).with_duration(60);
         r.container = Some("lammps".into());
         r.gpus_per_slot = 2;
-        r.memory_per_slot = Some(MemoryRequest { count: 4, unit: Some("GB".into()) });
+        r.memory_per_slot = Some(MemoryRequest {
+            count: 4,
+            unit: Some("GB".into()),
+        });
         let js = Jobspec::parse(&r.to_jobspec_json(&["true"])).unwrap();
         assert_eq!(js.request, r);
         assert_eq!(js.duration, 60.0);
@@ -523,7 +641,10 @@ mod tests {
                 serde_json::json!([{"type":"slot","count":1,"label":"task","with":[{"type":"fpga","count":1}]}]),
                 "resources[0].with[0].type: unknown resource type",
             ),
-            (serde_json::json!([{"type":"switch","count":1}]), "resources[0].type: must be"),
+            (
+                serde_json::json!([{"type":"switch","count":1}]),
+                "resources[0].type: must be",
+            ),
             (
                 serde_json::json!([{"type":"slot","count":1,"with":[{"type":"core","count":1}]}]),
                 "resources[0].label: missing",
@@ -548,8 +669,14 @@ mod tests {
         for (text, want) in [
             ("[]", "jobspec: must be a JSON object"),
             ("{", "jobspec: not valid JSON"),
-            (r#"{"version":2,"resources":[],"tasks":[],"attributes":{}}"#, "version: must be 1"),
-            (r#"{"version":1,"resources":[],"tasks":[],"attributes":{},"x":1}"#, "x: unknown top-level key"),
+            (
+                r#"{"version":2,"resources":[],"tasks":[],"attributes":{}}"#,
+                "version: must be 1",
+            ),
+            (
+                r#"{"version":1,"resources":[],"tasks":[],"attributes":{},"x":1}"#,
+                "x: unknown top-level key",
+            ),
         ] {
             let err = Jobspec::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{err} !~ {want}");

@@ -87,7 +87,11 @@ pub trait Fluxion: Send {
     fn init(&mut self, policy: &str, jgf: &str) -> Result<(), FluxionError>;
     /// Match `jobspec` (JSON text). With `reserve`, a request that does not fit now
     /// may come back as a reservation (`reserved == true`).
-    fn match_allocate(&mut self, jobspec: &str, reserve: bool) -> Result<MatchOutcome, FluxionError>;
+    fn match_allocate(
+        &mut self,
+        jobspec: &str,
+        reserve: bool,
+    ) -> Result<MatchOutcome, FluxionError>;
     /// Free allocation `jobid`. Cancelling an unknown id succeeds.
     fn cancel(&mut self, jobid: i64) -> Result<(), FluxionError>;
     /// Re-register an allocation that already exists (for example after the
@@ -98,6 +102,8 @@ pub trait Fluxion: Send {
     /// default answers `Other("unsupported")`.
     fn restore(&mut self, jobid: i64, allocation: &str) -> Result<(), FluxionError> {
         let _ = (jobid, allocation);
-        Err(FluxionError::Other("restore is not supported by this Fluxion".into()))
+        Err(FluxionError::Other(
+            "restore is not supported by this Fluxion".into(),
+        ))
     }
 }

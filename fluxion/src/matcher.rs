@@ -340,20 +340,21 @@ impl Graph {
             .collect();
         // Down nodes keep a record (so indices stay simple) but no resources.
         let node_down: Vec<bool> = nodes.iter().map(|&v| down[v as usize]).collect();
-        let mut fill = |list: &[(u32, i64, u32)], set: &mut dyn FnMut(&mut NodeRec, u32, u32)| -> Vec<u32> {
-            let mut out = Vec::with_capacity(list.len());
-            let mut i = 0;
-            while i < list.len() {
-                let node = list[i].0;
-                let start = out.len() as u32;
-                while i < list.len() && list[i].0 == node {
-                    out.push(list[i].2);
-                    i += 1;
+        let mut fill =
+            |list: &[(u32, i64, u32)], set: &mut dyn FnMut(&mut NodeRec, u32, u32)| -> Vec<u32> {
+                let mut out = Vec::with_capacity(list.len());
+                let mut i = 0;
+                while i < list.len() {
+                    let node = list[i].0;
+                    let start = out.len() as u32;
+                    while i < list.len() && list[i].0 == node {
+                        out.push(list[i].2);
+                        i += 1;
+                    }
+                    set(&mut recs[node as usize], start, out.len() as u32 - start);
                 }
-                set(&mut recs[node as usize], start, out.len() as u32 - start);
-            }
-            out
-        };
+                out
+            };
         let cores = fill(&core_list, &mut |r, s, c| {
             r.core_start = s;
             r.ncores = c;
@@ -384,7 +385,9 @@ impl Graph {
             cw += r.ncores.div_ceil(64);
             r.gpu_word = gw;
             gw += r.ngpus.div_ceil(64);
-            r.mem_total = mem_cap[r.mem_start as usize..(r.mem_start + r.nmems) as usize].iter().sum();
+            r.mem_total = mem_cap[r.mem_start as usize..(r.mem_start + r.nmems) as usize]
+                .iter()
+                .sum();
         }
         Ok(Graph {
             jgf,
@@ -497,7 +500,10 @@ impl Amount {
         }
     }
     fn covers(&self, need: &Amount) -> bool {
-        self.cores >= need.cores && self.gpus >= need.gpus && self.mem >= need.mem && (self.idle || !need.idle)
+        self.cores >= need.cores
+            && self.gpus >= need.gpus
+            && self.mem >= need.mem
+            && (self.idle || !need.idle)
     }
 }
 
@@ -544,7 +550,8 @@ impl Tree {
             return Some(lo);
         }
         let mid = (lo + hi) / 2;
-        self.find_in(2 * i, lo, mid, from, need).or_else(|| self.find_in(2 * i + 1, mid, hi, from, need))
+        self.find_in(2 * i, lo, mid, from, need)
+            .or_else(|| self.find_in(2 * i + 1, mid, hi, from, need))
     }
 }
 
@@ -649,7 +656,12 @@ impl Matcher {
         for r in &graph.nodes {
             set_bits(&mut core_free[r.core_word as usize..], r.ncores);
             set_bits(&mut gpu_free[r.gpu_word as usize..], r.ngpus);
-            free.push(Amount { cores: r.ncores, gpus: r.ngpus, mem: r.mem_total, idle: true });
+            free.push(Amount {
+                cores: r.ncores,
+                gpus: r.ngpus,
+                mem: r.mem_total,
+                idle: true,
+            });
         }
         let leaves: Vec<Amount> = order.iter().map(|&n| free[n as usize]).collect();
         let state = State {
@@ -725,12 +737,25 @@ impl Matcher {
                 .iter()
                 .map(|p| {
                     let r = &self.graph.nodes[p.node as usize];
-                    let id = |list: &[u32], start: u32, i: u32| self.graph.jgf.vertex(list[(start + i) as usize] as usize).id();
+                    let id = |list: &[u32], start: u32, i: u32| {
+                        self.graph
+                            .jgf
+                            .vertex(list[(start + i) as usize] as usize)
+                            .id()
+                    };
                     NodeShare {
                         node: p.node as usize,
                         exclusive: p.exclusive,
-                        cores: p.cores.iter().map(|&i| id(&self.graph.cores, r.core_start, i)).collect(),
-                        gpus: p.gpus.iter().map(|&i| id(&self.graph.gpus, r.gpu_start, i)).collect(),
+                        cores: p
+                            .cores
+                            .iter()
+                            .map(|&i| id(&self.graph.cores, r.core_start, i))
+                            .collect(),
+                        gpus: p
+                            .gpus
+                            .iter()
+                            .map(|&i| id(&self.graph.gpus, r.gpu_start, i))
+                            .collect(),
                         memory: p.mem.iter().map(|m| m.1).sum(),
                     }
                 })
@@ -741,14 +766,14 @@ impl Matcher {
     /// Slots node `n` can hold now for per-slot need `s` (u64::MAX when unbounded).
     fn capacity(free: &Amount, s: &Amount) -> u64 {
         let mut cap = u64::MAX;
-        if s.cores > 0 {
-            cap = cap.min(u64::from(free.cores / s.cores));
+        if let Some(k) = free.cores.checked_div(s.cores) {
+            cap = cap.min(u64::from(k));
         }
-        if s.gpus > 0 {
-            cap = cap.min(u64::from(free.gpus / s.gpus));
+        if let Some(k) = free.gpus.checked_div(s.gpus) {
+            cap = cap.min(u64::from(k));
         }
-        if s.mem > 0 {
-            cap = cap.min(free.mem / s.mem);
+        if let Some(k) = free.mem.checked_div(s.mem) {
+            cap = cap.min(k);
         }
         cap
     }
@@ -770,7 +795,10 @@ impl Matcher {
         match req.nnodes {
             None => {
                 let mut remaining = u64::from(req.slots);
-                let need = Amount { idle: policy_excl, ..slot };
+                let need = Amount {
+                    idle: policy_excl,
+                    ..slot
+                };
                 let mut pos = 0;
                 while remaining > 0 {
                     let p = st.tree.find(pos, &need)?;
@@ -814,7 +842,10 @@ impl Matcher {
                 let (ncores, ngpus) = if excl {
                     (r.ncores as usize, r.ngpus as usize)
                 } else {
-                    ((u64::from(slot.cores) * slots) as usize, (u64::from(slot.gpus) * slots) as usize)
+                    (
+                        (u64::from(slot.cores) * slots) as usize,
+                        (u64::from(slot.gpus) * slots) as usize,
+                    )
                 };
                 let mut mem = Vec::new();
                 let mut want = if excl { u64::MAX } else { slot.mem * slots };
@@ -848,7 +879,10 @@ impl Matcher {
         }
         let r = &self.graph.nodes[node as usize];
         let f = st.free[node as usize];
-        Amount { idle: f.cores == r.ncores && f.gpus == r.ngpus && f.mem == r.mem_total, ..f }
+        Amount {
+            idle: f.cores == r.ncores && f.gpus == r.ngpus && f.mem == r.mem_total,
+            ..f
+        }
     }
 
     fn apply(&self, st: &mut State, parts: &[Part], take: bool) {
@@ -900,17 +934,28 @@ impl Matcher {
                 return Err(format!("node {} is held exclusively", name()));
             }
             if p.exclusive && !self.leaf(st, p.node).idle {
-                return Err(format!("node {} is in use and cannot be taken exclusively", name()));
+                return Err(format!(
+                    "node {} is in use and cannot be taken exclusively",
+                    name()
+                ));
             }
             for &c in &p.cores {
                 if !bit(&st.core_free[r.core_word as usize..], c) {
-                    let id = self.graph.jgf.vertex(self.graph.cores[(r.core_start + c) as usize] as usize).id();
+                    let id = self
+                        .graph
+                        .jgf
+                        .vertex(self.graph.cores[(r.core_start + c) as usize] as usize)
+                        .id();
                     return Err(format!("core {id} of node {} is already allocated", name()));
                 }
             }
             for &g in &p.gpus {
                 if !bit(&st.gpu_free[r.gpu_word as usize..], g) {
-                    let id = self.graph.jgf.vertex(self.graph.gpus[(r.gpu_start + g) as usize] as usize).id();
+                    let id = self
+                        .graph
+                        .jgf
+                        .vertex(self.graph.gpus[(r.gpu_start + g) as usize] as usize)
+                        .id();
                     return Err(format!("gpu {id} of node {} is already allocated", name()));
                 }
             }
@@ -926,7 +971,11 @@ impl Matcher {
     /// State expected during `[start, end)`: everything (allocations and
     /// reservations) whose window overlaps it.
     fn state_for_window(&self, start: i64, end: Option<i64>, base_live: bool) -> State {
-        let mut st = if base_live { self.state.clone() } else { self.empty.clone() };
+        let mut st = if base_live {
+            self.state.clone()
+        } else {
+            self.empty.clone()
+        };
         for a in self.allocs.values() {
             if base_live && !a.reserved {
                 continue;
@@ -944,12 +993,21 @@ impl Matcher {
         if reserved {
             self.reservations.insert(jobid);
         }
-        self.allocs.insert(jobid, Alloc { parts, start, end, reserved });
+        self.allocs.insert(
+            jobid,
+            Alloc {
+                parts,
+                start,
+                end,
+                reserved,
+            },
+        );
         jobid
     }
 
     fn end_for(&self, start: i64, req: &Request) -> Option<i64> {
-        (req.duration > 0).then(|| start.saturating_add(i64::try_from(req.duration).unwrap_or(i64::MAX / 4)))
+        (req.duration > 0)
+            .then(|| start.saturating_add(i64::try_from(req.duration).unwrap_or(i64::MAX / 4)))
     }
 
     /// Allocates `req` now, or fails with `Busy` (fits the graph, not the free
@@ -959,7 +1017,8 @@ impl Matcher {
         let now = self.now;
         let end = self.end_for(now, req);
         let found = if self.reservations.is_empty() {
-            self.plan(&self.state, req).map(|p| self.choose(&self.state, &p, req))
+            self.plan(&self.state, req)
+                .map(|p| self.choose(&self.state, &p, req))
         } else {
             let st = self.state_for_window(now, end, true);
             self.plan(&st, req).map(|p| self.choose(&st, &p, req))
@@ -971,7 +1030,12 @@ impl Matcher {
                 self.state = st;
                 let jgf = self.write_parts(&parts);
                 let jobid = self.record(parts, now, end, false);
-                Ok(Allocation { jobid, reserved: false, at: now, jgf })
+                Ok(Allocation {
+                    jobid,
+                    reserved: false,
+                    at: now,
+                    jgf,
+                })
             }
             None => Err(self.why_not(req)),
         }
@@ -985,7 +1049,12 @@ impl Matcher {
             other => return other,
         }
         let now = self.now;
-        let mut times: Vec<i64> = self.allocs.values().filter_map(|a| a.end).filter(|&e| e > now).collect();
+        let mut times: Vec<i64> = self
+            .allocs
+            .values()
+            .filter_map(|a| a.end)
+            .filter(|&e| e > now)
+            .collect();
         times.sort_unstable();
         times.dedup();
         for t in times {
@@ -995,7 +1064,12 @@ impl Matcher {
                 let parts = self.choose(&st, &plan, req);
                 let jgf = self.write_parts(&parts);
                 let jobid = self.record(parts, t, end, true);
-                return Ok(Allocation { jobid, reserved: true, at: t, jgf });
+                return Ok(Allocation {
+                    jobid,
+                    reserved: true,
+                    at: t,
+                    jgf,
+                });
             }
         }
         Err(FluxionError::Busy(
@@ -1028,7 +1102,9 @@ impl Matcher {
             return Err(invalid("request: slot and node counts must be >= 1"));
         }
         if req.cores_per_slot == 0 && req.gpus_per_slot == 0 && req.memory_per_slot.is_none() {
-            return Err(invalid("request: a slot must ask for at least one resource"));
+            return Err(invalid(
+                "request: a slot must ask for at least one resource",
+            ));
         }
         Ok(())
     }
@@ -1038,7 +1114,10 @@ impl Matcher {
     fn why_not(&self, req: &Request) -> FluxionError {
         match self.unsatisfiable_reason(req) {
             Some(r) => FluxionError::Unsatisfiable(r),
-            None => FluxionError::Busy(format!("{} does not fit the free resources now", describe(req))),
+            None => FluxionError::Busy(format!(
+                "{} does not fit the free resources now",
+                describe(req)
+            )),
         }
     }
 
@@ -1049,12 +1128,20 @@ impl Matcher {
         }
         let slot = self.slot_need(req);
         if req.gpus_per_slot > 0 && self.graph.gpus.is_empty() {
-            return Some(format!("requested {} GPU(s) per slot, the graph has no GPUs", req.gpus_per_slot));
+            return Some(format!(
+                "requested {} GPU(s) per slot, the graph has no GPUs",
+                req.gpus_per_slot
+            ));
         }
         if req.memory_per_slot.is_some() && self.graph.mems.is_empty() {
             return Some("requested memory, the graph has no memory vertices".into());
         }
-        let node_total = |r: &NodeRec| Amount { cores: r.ncores, gpus: r.ngpus, mem: r.mem_total, idle: true };
+        let node_total = |r: &NodeRec| Amount {
+            cores: r.ncores,
+            gpus: r.ngpus,
+            mem: r.mem_total,
+            idle: true,
+        };
         match req.nnodes {
             Some(n) => {
                 let total = self.graph.nodes.len() as u64;
@@ -1085,9 +1172,16 @@ impl Matcher {
                 }
                 let largest = self.graph.nodes.iter().map(|r| r.ncores).max().unwrap_or(0);
                 Some(if sum == 0 {
-                    format!("a slot of {} fits on no node (the largest has {largest} cores)", describe_slot(req))
+                    format!(
+                        "a slot of {} fits on no node (the largest has {largest} cores)",
+                        describe_slot(req)
+                    )
                 } else {
-                    format!("requested {} slots of {}, the whole graph holds {sum}", req.slots, describe_slot(req))
+                    format!(
+                        "requested {} slots of {}, the whole graph holds {sum}",
+                        req.slots,
+                        describe_slot(req)
+                    )
                 })
             }
         }
@@ -1107,14 +1201,24 @@ impl Matcher {
         let a = Jgf::parse(allocation)?;
         let parts = self.parts_of(&a)?;
         if parts.is_empty() {
-            return Err(invalid("restore: the allocation holds no core, gpu or memory vertex"));
+            return Err(invalid(
+                "restore: the allocation holds no core, gpu or memory vertex",
+            ));
         }
         self.parts_free(&self.state, &parts)
             .map_err(|e| FluxionError::Busy(format!("restore of job {jobid} conflicts: {e}")))?;
         let mut st = std::mem::take(&mut self.state);
         self.apply(&mut st, &parts, true);
         self.state = st;
-        self.allocs.insert(jobid, Alloc { parts, start: self.now, end: None, reserved: false });
+        self.allocs.insert(
+            jobid,
+            Alloc {
+                parts,
+                start: self.now,
+                end: None,
+                reserved: false,
+            },
+        );
         self.next_jobid = self.next_jobid.max(jobid.saturating_add(1));
         Ok(())
     }
@@ -1122,16 +1226,31 @@ impl Matcher {
     fn parts_of(&mut self, a: &Jgf) -> Result<Vec<Part>, FluxionError> {
         if self.node_by_path.is_none() {
             let map = (0..self.graph.nodes.len())
-                .map(|n| (self.graph.jgf.vertex(self.graph.nodes[n].vertex as usize).path().to_string(), n as u32))
+                .map(|n| {
+                    (
+                        self.graph
+                            .jgf
+                            .vertex(self.graph.nodes[n].vertex as usize)
+                            .path()
+                            .to_string(),
+                        n as u32,
+                    )
+                })
                 .collect();
             self.node_by_path = Some(map);
         }
-        let by_path = self.node_by_path.as_ref().ok_or_else(|| invalid("restore: no node index"))?;
+        let by_path = self
+            .node_by_path
+            .as_ref()
+            .ok_or_else(|| invalid("restore: no node index"))?;
         let mut parts: Vec<Part> = Vec::new();
         let mut part_of_node: HashMap<u32, usize> = HashMap::new();
         for v in a.vertices() {
             let kind = v.kind();
-            if !matches!(kind, ResourceKind::Core | ResourceKind::Gpu | ResourceKind::Memory | ResourceKind::Node) {
+            if !matches!(
+                kind,
+                ResourceKind::Core | ResourceKind::Gpu | ResourceKind::Memory | ResourceKind::Node
+            ) {
                 continue;
             }
             let at = format!("restore: graph.nodes[{}]", v.index());
@@ -1144,32 +1263,58 @@ impl Matcher {
                 }
                 cur = a.vertex(c).parent();
             }
-            let node_v = node_v.ok_or_else(|| invalid(format!("{at}: {} is not inside a node", v.path())))?;
+            let node_v = node_v
+                .ok_or_else(|| invalid(format!("{at}: {} is not inside a node", v.path())))?;
             let nv = a.vertex(node_v);
             let node = *by_path
                 .get(nv.path())
                 .ok_or_else(|| invalid(format!("{at}: node {} is not in this graph", nv.path())))?;
             let pi = *part_of_node.entry(node).or_insert_with(|| {
-                parts.push(Part { node, exclusive: false, cores: Vec::new(), gpus: Vec::new(), mem: Vec::new() });
+                parts.push(Part {
+                    node,
+                    exclusive: false,
+                    cores: Vec::new(),
+                    gpus: Vec::new(),
+                    mem: Vec::new(),
+                });
                 parts.len() - 1
             });
             let r = &self.graph.nodes[node as usize];
             let find = |list: &[u32], start: u32, count: u32| -> Option<u32> {
                 let ids = &list[start as usize..(start + count) as usize];
-                ids.binary_search_by_key(&v.id(), |&x| self.graph.jgf.vertex(x as usize).id()).ok().map(|i| i as u32)
+                ids.binary_search_by_key(&v.id(), |&x| self.graph.jgf.vertex(x as usize).id())
+                    .ok()
+                    .map(|i| i as u32)
             };
-            let missing = || invalid(format!("{at}: {} {} is not in this graph", v.type_name(), v.path()));
+            let missing = || {
+                invalid(format!(
+                    "{at}: {} {} is not in this graph",
+                    v.type_name(),
+                    v.path()
+                ))
+            };
             match kind {
                 ResourceKind::Node => parts[pi].exclusive |= v.exclusive(),
-                ResourceKind::Core => parts[pi].cores.push(find(&self.graph.cores, r.core_start, r.ncores).ok_or_else(missing)?),
-                ResourceKind::Gpu => parts[pi].gpus.push(find(&self.graph.gpus, r.gpu_start, r.ngpus).ok_or_else(missing)?),
+                ResourceKind::Core => parts[pi]
+                    .cores
+                    .push(find(&self.graph.cores, r.core_start, r.ncores).ok_or_else(missing)?),
+                ResourceKind::Gpu => parts[pi]
+                    .gpus
+                    .push(find(&self.graph.gpus, r.gpu_start, r.ngpus).ok_or_else(missing)?),
                 _ => {
                     // Memory vertices are matched by logical id among the node's pools.
                     let i = (0..r.nmems)
-                        .find(|&i| self.graph.jgf.vertex(self.graph.mems[(r.mem_start + i) as usize] as usize).id() == v.id())
+                        .find(|&i| {
+                            self.graph
+                                .jgf
+                                .vertex(self.graph.mems[(r.mem_start + i) as usize] as usize)
+                                .id()
+                                == v.id()
+                        })
                         .ok_or_else(missing)?;
                     let amount = match self.graph.mem_factor {
-                        Some(_) => (v.size().max(0) as u64).saturating_mul(unit_factor(v.unit()).unwrap_or(1)),
+                        Some(_) => (v.size().max(0) as u64)
+                            .saturating_mul(unit_factor(v.unit()).unwrap_or(1)),
                         None => v.size().max(0) as u64,
                     };
                     parts[pi].mem.push((i, amount));
@@ -1182,7 +1327,9 @@ impl Matcher {
             p.gpus.sort_unstable();
             p.gpus.dedup();
         }
-        parts.retain(|p| p.exclusive || !p.cores.is_empty() || !p.gpus.is_empty() || !p.mem.is_empty());
+        parts.retain(|p| {
+            p.exclusive || !p.cores.is_empty() || !p.gpus.is_empty() || !p.mem.is_empty()
+        });
         Ok(parts)
     }
 
@@ -1194,38 +1341,51 @@ impl Matcher {
         let mut emitted: HashSet<u32> = HashSet::new();
         let mut edges: Vec<(i64, i64)> = Vec::new();
         // Emits `v`'s not yet emitted ancestors (root first), then `v`.
-        let mut emit = |w: &mut JgfWriter, v: u32, exclusive: bool, size: i64, emitted: &mut HashSet<u32>| {
-            let mut chain = Vec::new();
-            let mut cur = Some(v as usize);
-            while let Some(c) = cur {
-                if emitted.contains(&(c as u32)) {
-                    break;
+        let mut emit =
+            |w: &mut JgfWriter, v: u32, exclusive: bool, size: i64, emitted: &mut HashSet<u32>| {
+                let mut chain = Vec::new();
+                let mut cur = Some(v as usize);
+                while let Some(c) = cur {
+                    if emitted.contains(&(c as u32)) {
+                        break;
+                    }
+                    chain.push(c);
+                    cur = g.vertex(c).parent();
                 }
-                chain.push(c);
-                cur = g.vertex(c).parent();
-            }
-            for &c in chain.iter().rev() {
-                emitted.insert(c as u32);
-                let vx = g.vertex(c);
-                if c == v as usize {
-                    w.vertex(&vx, exclusive, size);
-                } else {
-                    w.vertex(&vx, false, vx.size());
+                for &c in chain.iter().rev() {
+                    emitted.insert(c as u32);
+                    let vx = g.vertex(c);
+                    if c == v as usize {
+                        w.vertex(&vx, exclusive, size);
+                    } else {
+                        w.vertex(&vx, false, vx.size());
+                    }
+                    if let Some(p) = vx.parent() {
+                        edges.push((g.vertex(p).uniq_id(), vx.uniq_id()));
+                    }
                 }
-                if let Some(p) = vx.parent() {
-                    edges.push((g.vertex(p).uniq_id(), vx.uniq_id()));
-                }
-            }
-        };
+            };
         for p in parts {
             let r = &self.graph.nodes[p.node as usize];
             let nv = g.vertex(r.vertex as usize);
             emit(&mut w, r.vertex, p.exclusive, nv.size(), &mut emitted);
             for &c in &p.cores {
-                emit(&mut w, self.graph.cores[(r.core_start + c) as usize], true, 1, &mut emitted);
+                emit(
+                    &mut w,
+                    self.graph.cores[(r.core_start + c) as usize],
+                    true,
+                    1,
+                    &mut emitted,
+                );
             }
             for &x in &p.gpus {
-                emit(&mut w, self.graph.gpus[(r.gpu_start + x) as usize], true, 1, &mut emitted);
+                emit(
+                    &mut w,
+                    self.graph.gpus[(r.gpu_start + x) as usize],
+                    true,
+                    1,
+                    &mut emitted,
+                );
             }
             for &(i, amount) in &p.mem {
                 let v = self.graph.mems[(r.mem_start + i) as usize];
@@ -1251,7 +1411,11 @@ fn describe_slot(req: &Request) -> String {
         s.push_str(&format!(", {} GPU(s)", req.gpus_per_slot));
     }
     if let Some(m) = &req.memory_per_slot {
-        s.push_str(&format!(", {}{} memory", m.count, m.unit.as_deref().unwrap_or("")));
+        s.push_str(&format!(
+            ", {}{} memory",
+            m.count,
+            m.unit.as_deref().unwrap_or("")
+        ));
     }
     s
 }
@@ -1328,7 +1492,11 @@ mod tests {
     use crate::rv1::Rv1;
 
     fn graph(nodes: u32, cores: u32, gpus: u32) -> Graph {
-        let gpu = if gpus > 0 { format!(",\"gpu\":\"0-{}\"", gpus - 1) } else { String::new() };
+        let gpu = if gpus > 0 {
+            format!(",\"gpu\":\"0-{}\"", gpus - 1)
+        } else {
+            String::new()
+        };
         let r = Rv1::parse(&format!(
             r#"{{"version":1,"execution":{{"R_lite":[{{"rank":"0-{}","children":{{"core":"0-{}"{gpu}}}}}],"nodelist":["n[0-{}]"]}}}}"#,
             nodes - 1,
@@ -1375,10 +1543,16 @@ mod tests {
         let mut m = Matcher::new(graph(2, 4, 1), Policy::First);
         let a = m.allocate(&Request::nodes(1, None, true)).unwrap();
         let s = m.shares(a.jobid).unwrap();
-        assert_eq!((s[0].cores.len(), s[0].gpus.len(), s[0].exclusive), (4, 1, true));
+        assert_eq!(
+            (s[0].cores.len(), s[0].gpus.len(), s[0].exclusive),
+            (4, 1, true)
+        );
         let b = m.allocate(&Request::slots(1, 1, 0)).unwrap();
         assert_eq!(m.shares(b.jobid).unwrap()[0].node, 1);
-        assert!(matches!(m.allocate(&Request::nodes(1, None, true)), Err(FluxionError::Busy(_))));
+        assert!(matches!(
+            m.allocate(&Request::nodes(1, None, true)),
+            Err(FluxionError::Busy(_))
+        ));
         m.cancel(a.jobid);
         m.allocate(&Request::nodes(1, None, true)).unwrap();
     }
@@ -1386,24 +1560,37 @@ mod tests {
     #[test]
     fn reservations() {
         let mut m = Matcher::new(graph(1, 2, 0), Policy::First);
-        let a = m.allocate(&Request::slots(2, 1, 0).with_duration(100)).unwrap();
+        let a = m
+            .allocate(&Request::slots(2, 1, 0).with_duration(100))
+            .unwrap();
         assert!(!a.reserved);
-        let r = m.allocate_or_reserve(&Request::slots(1, 1, 0).with_duration(10)).unwrap();
+        let r = m
+            .allocate_or_reserve(&Request::slots(1, 1, 0).with_duration(10))
+            .unwrap();
         assert!(r.reserved);
         assert_eq!(r.at, 100);
         // A second one fits beside the first reservation.
-        let r2 = m.allocate_or_reserve(&Request::slots(1, 1, 0).with_duration(50)).unwrap();
+        let r2 = m
+            .allocate_or_reserve(&Request::slots(1, 1, 0).with_duration(50))
+            .unwrap();
         assert_eq!(r2.at, 100);
         // A third waits for the first reservation to end.
-        let r3 = m.allocate_or_reserve(&Request::slots(1, 1, 0).with_duration(5)).unwrap();
+        let r3 = m
+            .allocate_or_reserve(&Request::slots(1, 1, 0).with_duration(5))
+            .unwrap();
         assert_eq!(r3.at, 110);
         m.cancel(a.jobid);
         // Now the reservations block an unlimited job but not a short one.
-        let now = m.allocate(&Request::slots(1, 1, 0).with_duration(100)).unwrap();
+        let now = m
+            .allocate(&Request::slots(1, 1, 0).with_duration(100))
+            .unwrap();
         assert!(!now.reserved);
         let mut m = Matcher::new(graph(1, 2, 0), Policy::First);
         m.allocate(&Request::slots(2, 1, 0)).unwrap();
-        assert!(matches!(m.allocate_or_reserve(&Request::slots(1, 1, 0)), Err(FluxionError::Busy(_))));
+        assert!(matches!(
+            m.allocate_or_reserve(&Request::slots(1, 1, 0)),
+            Err(FluxionError::Busy(_))
+        ));
     }
 
     #[test]
@@ -1416,7 +1603,10 @@ mod tests {
         let b = m2.allocate(&Request::slots(1, 1, 0)).unwrap();
         assert_eq!(b.jobid, 8);
         assert!(matches!(m2.restore(9, &a.jgf), Err(FluxionError::Busy(_))));
-        assert!(matches!(m2.restore(7, &a.jgf), Err(FluxionError::Invalid(_))));
+        assert!(matches!(
+            m2.restore(7, &a.jgf),
+            Err(FluxionError::Invalid(_))
+        ));
         assert_eq!(m2.shares(7).unwrap(), m.shares(a.jobid).unwrap());
     }
 
@@ -1431,11 +1621,20 @@ mod tests {
           "edges":[{"source":"0","target":"1"},{"source":"1","target":"2"},{"source":"1","target":"3"},{"source":"1","target":"4"}]}}"#;
         let mut m = Matcher::new(Graph::parse(text).unwrap(), Policy::First);
         let mut r = Request::slots(1, 1, 0);
-        r.memory_per_slot = Some(crate::jobspec::MemoryRequest { count: 10, unit: Some("GB".into()) });
+        r.memory_per_slot = Some(crate::jobspec::MemoryRequest {
+            count: 10,
+            unit: Some("GB".into()),
+        });
         let a = m.allocate(&r).unwrap();
         assert!(a.jgf.contains(r#""size":10"#), "{}", a.jgf);
         assert!(matches!(m.allocate(&r), Err(FluxionError::Busy(_))));
-        r.memory_per_slot = Some(crate::jobspec::MemoryRequest { count: 17, unit: None });
-        assert!(matches!(m.allocate(&r), Err(FluxionError::Unsatisfiable(_))));
+        r.memory_per_slot = Some(crate::jobspec::MemoryRequest {
+            count: 17,
+            unit: None,
+        });
+        assert!(matches!(
+            m.allocate(&r),
+            Err(FluxionError::Unsatisfiable(_))
+        ));
     }
 }

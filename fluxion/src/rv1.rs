@@ -101,7 +101,8 @@ fn invalid(path: &str, reason: impl std::fmt::Display) -> FluxionError {
 impl Rv1 {
     /// Parses Rv1 text and checks it the way flux-core does (see module docs).
     pub fn parse(text: &str) -> Result<Rv1, FluxionError> {
-        let r: Rv1 = serde_json::from_str(text).map_err(|e| invalid("R", format!("malformed Rv1: {e}")))?;
+        let r: Rv1 =
+            serde_json::from_str(text).map_err(|e| invalid("R", format!("malformed Rv1: {e}")))?;
         r.validate()?;
         Ok(r)
     }
@@ -114,12 +115,16 @@ impl Rv1 {
     /// Per-rank resources. Ranks repeated across entries are merged, as rlist does.
     pub fn rank_map(&self) -> Result<BTreeMap<u32, RankResources>, FluxionError> {
         if self.version != 1 {
-            return Err(invalid("version", format!("must be 1, found {}", self.version)));
+            return Err(invalid(
+                "version",
+                format!("must be 1, found {}", self.version),
+            ));
         }
         let mut all_ranks = IdSet::new();
         let mut entries = Vec::with_capacity(self.execution.r_lite.len());
         for (i, e) in self.execution.r_lite.iter().enumerate() {
-            let ranks = IdSet::parse(&e.rank).map_err(|err| invalid(&format!("execution.R_lite[{i}].rank"), err))?;
+            let ranks = IdSet::parse(&e.rank)
+                .map_err(|err| invalid(&format!("execution.R_lite[{i}].rank"), err))?;
             let mut cores = IdSet::new();
             let mut gpus = IdSet::new();
             for (k, v) in &e.children {
@@ -134,7 +139,10 @@ impl Rv1 {
             }
             all_ranks = all_ranks.union(&ranks);
             if all_ranks.len() > MAX_RANKS {
-                return Err(invalid("execution.R_lite", format!("more than {MAX_RANKS} ranks")));
+                return Err(invalid(
+                    "execution.R_lite",
+                    format!("more than {MAX_RANKS} ranks"),
+                ));
             }
             entries.push((ranks, cores, gpus));
         }
@@ -145,24 +153,39 @@ impl Rv1 {
                 .execution
                 .nodelist
                 .iter()
-                .try_fold(0u64, |acc, h| hostlist::count(h).map(|c| acc.saturating_add(c)))
+                .try_fold(0u64, |acc, h| {
+                    hostlist::count(h).map(|c| acc.saturating_add(c))
+                })
                 .map_err(|e| invalid("execution.nodelist", e))?;
             if n != all_ranks.len() {
                 return Err(invalid(
                     "execution.nodelist",
-                    format!("has {n} hosts but R_lite has {} distinct ranks", all_ranks.len()),
+                    format!(
+                        "has {n} hosts but R_lite has {} distinct ranks",
+                        all_ranks.len()
+                    ),
                 ));
             }
-            Some(hostlist::parse_all(&self.execution.nodelist).map_err(|e| invalid("execution.nodelist", e))?)
+            Some(
+                hostlist::parse_all(&self.execution.nodelist)
+                    .map_err(|e| invalid("execution.nodelist", e))?,
+            )
         };
         if let Some(props) = &self.execution.properties {
             for (name, ranks) in props {
                 if name.chars().any(|c| "^&'\"`|()!".contains(c)) {
-                    return Err(invalid(&format!("execution.properties.{name}"), "invalid character in property name"));
+                    return Err(invalid(
+                        &format!("execution.properties.{name}"),
+                        "invalid character in property name",
+                    ));
                 }
-                let set = IdSet::parse(ranks).map_err(|e| invalid(&format!("execution.properties.{name}"), e))?;
+                let set = IdSet::parse(ranks)
+                    .map_err(|e| invalid(&format!("execution.properties.{name}"), e))?;
                 if !set.is_subset(&all_ranks) {
-                    return Err(invalid(&format!("execution.properties.{name}"), "names ranks not in R_lite"));
+                    return Err(invalid(
+                        &format!("execution.properties.{name}"),
+                        "names ranks not in R_lite",
+                    ));
                 }
             }
         }
@@ -185,7 +208,11 @@ impl Rv1 {
     /// Builds an R from per-rank resources: disjoint `R_lite` entries, ranks with
     /// identical children grouped (as `rlist_to_R` does), `nodelist` in rank order
     /// when every rank has a host name.
-    pub fn from_ranks(ranks: &BTreeMap<u32, RankResources>, starttime: f64, expiration: f64) -> Rv1 {
+    pub fn from_ranks(
+        ranks: &BTreeMap<u32, RankResources>,
+        starttime: f64,
+        expiration: f64,
+    ) -> Rv1 {
         let mut groups: Vec<((IdSet, IdSet), IdSet)> = Vec::new();
         for (&rank, res) in ranks {
             let key = (res.cores.clone(), res.gpus.clone());
@@ -202,7 +229,10 @@ impl Rv1 {
                 if !gpus.is_empty() {
                     children.insert("gpu".to_string(), gpus.to_string());
                 }
-                RLiteEntry { rank: ranks.to_string(), children }
+                RLiteEntry {
+                    rank: ranks.to_string(),
+                    children,
+                }
             })
             .collect();
         let hosts: Option<Vec<&str>> = ranks.values().map(|r| r.hostname.as_deref()).collect();
@@ -212,7 +242,14 @@ impl Rv1 {
         };
         Rv1 {
             version: 1,
-            execution: Execution { r_lite, nodelist, nslots: None, starttime, expiration, properties: None },
+            execution: Execution {
+                r_lite,
+                nodelist,
+                nslots: None,
+                starttime,
+                expiration,
+                properties: None,
+            },
             scheduling: None,
             attributes: None,
         }
@@ -277,7 +314,14 @@ mod tests {
         assert_eq!(m[&0].hostname.as_deref(), Some("flux-sample-0"));
         assert_eq!(m[&1].cores.to_string(), "4-5");
         assert_eq!(m[&1].gpus.to_string(), "0");
-        assert_eq!(r.totals().unwrap(), Totals { nodes: 2, cores: 6, gpus: 1 });
+        assert_eq!(
+            r.totals().unwrap(),
+            Totals {
+                nodes: 2,
+                cores: 6,
+                gpus: 1
+            }
+        );
         let back = Rv1::from_ranks(&m, 1720000000.0, 1720003600.0);
         assert_eq!(back, r);
     }
@@ -300,7 +344,10 @@ mod tests {
         assert_eq!(r.execution.r_lite.len(), 2);
         assert_eq!(r.execution.r_lite[0].rank, "0-1,3");
         assert_eq!(r.execution.nodelist, vec!["n[0-3]".to_string()]);
-        assert_eq!(Rv1::parse(&r.to_json_string()).unwrap().rank_map().unwrap(), m);
+        assert_eq!(
+            Rv1::parse(&r.to_json_string()).unwrap().rank_map().unwrap(),
+            m
+        );
     }
 
     #[test]
@@ -318,18 +365,29 @@ mod tests {
         assert!(!whole.is_subset_of(&part).unwrap());
         assert!(!other_host.is_subset_of(&whole).unwrap());
         assert!(part.overlaps(&whole).unwrap());
-        let disjoint = Rv1::parse(r#"{"version":1,"execution":{"R_lite":[{"rank":"1","children":{"core":"0-3"}}]}}"#)
-            .unwrap();
+        let disjoint = Rv1::parse(
+            r#"{"version":1,"execution":{"R_lite":[{"rank":"1","children":{"core":"0-3"}}]}}"#,
+        )
+        .unwrap();
         assert!(!disjoint.overlaps(&whole).unwrap());
     }
 
     #[test]
     fn rejects() {
         for (text, want) in [
-            (r#"{"version":2,"execution":{"R_lite":[]}}"#, "version: must be 1"),
+            (
+                r#"{"version":2,"execution":{"R_lite":[]}}"#,
+                "version: must be 1",
+            ),
             (r#"{"version":1,"execution":{}}"#, "malformed Rv1"),
-            (r#"{"version":1,"execution":{"R_lite":[{"rank":"x","children":{}}]}}"#, "R_lite[0].rank"),
-            (r#"{"version":1,"execution":{"R_lite":[{"rank":"0","children":{"core":"1-"}}]}}"#, "children.core"),
+            (
+                r#"{"version":1,"execution":{"R_lite":[{"rank":"x","children":{}}]}}"#,
+                "R_lite[0].rank",
+            ),
+            (
+                r#"{"version":1,"execution":{"R_lite":[{"rank":"0","children":{"core":"1-"}}]}}"#,
+                "children.core",
+            ),
             (
                 r#"{"version":1,"execution":{"R_lite":[{"rank":"0-1","children":{"core":"0"}}],"nodelist":["a"]}}"#,
                 "has 1 hosts but R_lite has 2",

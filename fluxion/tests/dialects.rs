@@ -15,10 +15,19 @@ fn verbose_v037_with_in_edges_sockets_gpus_memory() {
     let g = Jgf::parse(&fixture("init-verbose-v037.json")).unwrap();
     // Reverse "in" edges are skipped: exactly one root, every other vertex has a parent.
     assert_eq!(g.roots(), vec![0]);
-    let core = g.vertices().find(|v| v.kind() == ResourceKind::Core).unwrap();
-    assert_eq!(g.vertex(core.parent().unwrap()).kind(), ResourceKind::Socket);
+    let core = g
+        .vertices()
+        .find(|v| v.kind() == ResourceKind::Core)
+        .unwrap();
+    assert_eq!(
+        g.vertex(core.parent().unwrap()).kind(),
+        ResourceKind::Socket
+    );
     let graph = Graph::from_jgf(g).unwrap();
-    assert_eq!((graph.node_count(), graph.total_cores(), graph.total_gpus()), (2, 8, 4));
+    assert_eq!(
+        (graph.node_count(), graph.total_cores(), graph.total_gpus()),
+        (2, 8, 4)
+    );
     assert!(graph.has_memory());
     let mut m = Matcher::new(graph, Policy::Low);
     let a = m.allocate(&Request::slots(2, 2, 1)).unwrap();
@@ -38,20 +47,31 @@ fn v038_subsystem_edges() {
     assert_eq!(g.roots(), vec![0]);
     let mut fx = EmbeddedFluxion::new();
     fx.init("first", &text).unwrap();
-    let out = fx.match_allocate(&Request::nodes(2, Some(4), false).to_jobspec_json(&["x"]), false).unwrap();
+    let out = fx
+        .match_allocate(
+            &Request::nodes(2, Some(4), false).to_jobspec_json(&["x"]),
+            false,
+        )
+        .unwrap();
     let r = allocation_to_rv1(&out.allocation, 100.0, 60.0).unwrap();
     assert_eq!(r.execution.nodelist, vec!["flux-sample-[0-1]".to_string()]);
     assert_eq!(r.execution.r_lite.len(), 1);
     assert_eq!(r.execution.r_lite[0].rank, "0-1");
     assert_eq!(r.execution.r_lite[0].children["core"], "0-1");
-    assert_eq!((r.execution.starttime, r.execution.expiration), (100.0, 160.0));
+    assert_eq!(
+        (r.execution.starttime, r.execution.expiration),
+        (100.0, 160.0)
+    );
 }
 
 #[test]
 fn condensed_v039_defaults() {
     let g = Jgf::parse(&fixture("init-condensed-v039.json")).unwrap();
     let n = g.vertex(1);
-    assert_eq!((n.type_name(), n.basename(), n.id(), n.rank(), n.uniq_id()), ("node", "node", 0, 0, 1));
+    assert_eq!(
+        (n.type_name(), n.basename(), n.id(), n.rank(), n.uniq_id()),
+        ("node", "node", 0, 0, 1)
+    );
     assert_eq!(n.name(), "flux-sample-0");
     let graph = Graph::from_jgf(g).unwrap();
     let mut m = Matcher::new(graph, Policy::High);
@@ -107,11 +127,28 @@ fn maximal_writer_output_reads_in_every_form() {
     let text = fluxion::conformance::sample_jgf(2, 2, 1);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let node = &v["graph"]["nodes"][1]["metadata"];
-    for k in ["type", "basename", "name", "id", "uniq_id", "rank", "exclusive", "unit", "size", "paths"] {
+    for k in [
+        "type",
+        "basename",
+        "name",
+        "id",
+        "uniq_id",
+        "rank",
+        "exclusive",
+        "unit",
+        "size",
+        "paths",
+    ] {
         assert!(node.get(k).is_some(), "node vertex lacks {k}");
     }
     let edge = &v["graph"]["edges"][0]["metadata"];
     assert_eq!(edge["subsystem"], "containment");
     assert_eq!(edge["name"]["containment"], "contains");
-    assert!(v["graph"]["nodes"].as_array().unwrap().iter().all(|n| n["id"].is_string()));
+    assert!(
+        v["graph"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["id"].is_string())
+    );
 }

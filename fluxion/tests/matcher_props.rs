@@ -40,7 +40,11 @@ fn build(shape: &[(u32, u32)]) -> Graph {
     for (r, &(c, g)) in shape.iter().enumerate() {
         m.insert(
             r as u32,
-            RankResources { hostname: Some(format!("n{r}")), cores: (0..c).collect::<IdSet>(), gpus: (0..g).collect::<IdSet>() },
+            RankResources {
+                hostname: Some(format!("n{r}")),
+                cores: (0..c).collect::<IdSet>(),
+                gpus: (0..g).collect::<IdSet>(),
+            },
         );
     }
     Graph::parse(&rv1_to_jgf(&Rv1::from_ranks(&m, 0.0, 0.0)).unwrap()).unwrap()
@@ -55,9 +59,9 @@ struct Free {
 }
 
 fn cap(f: &Free, c: u32, g: u32) -> u32 {
-    let mut k = if c > 0 { f.cores / c } else { u32::MAX };
-    if g > 0 {
-        k = k.min(f.gpus / g);
+    let mut k = f.cores.checked_div(c).unwrap_or(u32::MAX);
+    if let Some(x) = f.gpus.checked_div(g) {
+        k = k.min(x);
     }
     k
 }
@@ -76,7 +80,11 @@ fn oracle(free: &[Free], req: &Request, policy_excl: bool) -> bool {
                     return false;
                 }
                 let usable = !excl || free[i].idle;
-                let most = if usable { cap(&free[i], c, g).min(left) } else { 0 };
+                let most = if usable {
+                    cap(&free[i], c, g).min(left)
+                } else {
+                    0
+                };
                 (0..=most).any(|k| place(free, i + 1, left - k, c, g, excl))
             }
             place(free, 0, req.slots, c, g, policy_excl)
@@ -85,9 +93,9 @@ fn oracle(free: &[Free], req: &Request, policy_excl: bool) -> bool {
             let excl = req.node_exclusive || policy_excl;
             (0u32..(1 << free.len())).any(|mask| {
                 mask.count_ones() == n
-                    && (0..free.len()).filter(|i| mask & (1 << i) != 0).all(|i| {
-                        (!excl || free[i].idle) && cap(&free[i], c, g) >= req.slots
-                    })
+                    && (0..free.len())
+                        .filter(|i| mask & (1 << i) != 0)
+                        .all(|i| (!excl || free[i].idle) && cap(&free[i], c, g) >= req.slots)
             })
         }
     }

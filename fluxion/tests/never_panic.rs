@@ -72,7 +72,7 @@ proptest! {
     fn parsers_never_panic(text in prop_oneof![jsonish(), structured()]) {
         let _ = Jobspec::parse(&text);
         let _ = Rv1::parse(&text).map(|r| (r.totals(), fluxion::rv1_to_jgf(&r)));
-        let _ = Jgf::parse(&text).map(|g| fluxion::Graph::from_jgf(g));
+        let _ = Jgf::parse(&text).map(fluxion::Graph::from_jgf);
         let _ = allocation_to_rv1(&text, 0.0, 10.0);
         let _ = fluxion::IdSet::parse(&text);
         let _ = fluxion::hostlist::parse(&text);
