@@ -104,7 +104,9 @@ impl GoServer {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                // Go sets TCP_NODELAY on every TCP connection by default.
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let serve = tonic::transport::Server::builder()
                     .add_service(FluxionServiceServer::new(GoLike::default()))
                     .serve_with_incoming_shutdown(incoming, async move {
