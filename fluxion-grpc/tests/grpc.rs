@@ -466,3 +466,33 @@ fn quick_restart_is_transparent() {
     let info = c.info().unwrap().unwrap();
     assert_ne!(info.instance_id, id1);
 }
+
+#[test]
+fn concurrent_clients_are_serialised() {
+    let server = ServerHandle::spawn(fluxion_grpc::server::default_backend(), options()).unwrap();
+    client(&server).init("", &jgf(4, 10)).unwrap();
+    let address = server.address();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                let mut c = GrpcFluxion::new(&address).unwrap();
+                (0..10)
+                    .map(|_| c.match_allocate(&jobspec(1), false).unwrap().jobid)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    let mut c = client(&server);
+    assert!(matches!(
+        c.match_allocate(&jobspec(1), false),
+        Err(FluxionError::Busy(_))
+    ));
+    assert_eq!(c.info().unwrap().unwrap().live_jobs, 40);
+}
