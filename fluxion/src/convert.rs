@@ -140,6 +140,7 @@ pub fn graph_allocation_to_rv1(
 ) -> Result<Rv1, FluxionError> {
     let mut ranks: BTreeMap<u32, RankResources> = BTreeMap::new();
     let mut node_rank: HashMap<usize, u32> = HashMap::new();
+    let mut ids_of: BTreeMap<u32, (Vec<u32>, Vec<u32>)> = BTreeMap::new();
     for v in g.vertices() {
         let kind = v.kind();
         if kind != ResourceKind::Core && kind != ResourceKind::Gpu {
@@ -204,10 +205,19 @@ pub fn graph_allocation_to_rv1(
             Some(_) => {}
             None => entry.hostname = Some(name.into_owned()),
         }
+        let ids = ids_of.entry(rank).or_default();
         if kind == ResourceKind::Core {
-            entry.cores.insert(id as u32);
+            ids.0.push(id as u32);
         } else {
-            entry.gpus.insert(id as u32);
+            ids.1.push(id as u32);
+        }
+    }
+    // Sets are built from sorted lists: inserting ids one by one in arbitrary
+    // order would be quadratic.
+    for (rank, (cores, gpus)) in ids_of {
+        if let Some(e) = ranks.get_mut(&rank) {
+            e.cores = IdSet::from_ids(cores);
+            e.gpus = IdSet::from_ids(gpus);
         }
     }
     // Two node vertices with one name but different ranks would give a

@@ -11,6 +11,13 @@
 //! * an embedded graph matcher;
 //! * the [`Fluxion`] trait, implemented here by the embedded matcher and in
 //!   `fluxion-grpc` by a client of the public service's protocol.
+//!
+//! Modules: [`idset`] (RFC 22), [`hostlist`] (RFC 29), [`jobspec`] (V1 →
+//! [`Request`]), [`rv1`] (RFC 20), [`jgf`] (every JGF dialect, compact graph),
+//! [`convert`] (Rv1 → Init JGF, match allocation → Rv1), [`matcher`] (the
+//! embedded [`Graph`] and [`Matcher`], policies documented there),
+//! [`embedded`] ([`EmbeddedFluxion`]) and [`conformance`] (checks any
+//! [`Fluxion`] must pass).
 
 #![forbid(unsafe_code)]
 

@@ -121,6 +121,7 @@ impl Rv1 {
             ));
         }
         let mut all_ranks = IdSet::new();
+        let mut listed = 0u64;
         let mut entries = Vec::with_capacity(self.execution.r_lite.len());
         for (i, e) in self.execution.r_lite.iter().enumerate() {
             let ranks = IdSet::parse(&e.rank)
@@ -138,7 +139,9 @@ impl Rv1 {
                 }
             }
             all_ranks = all_ranks.union(&ranks);
-            if all_ranks.len() > MAX_RANKS {
+            listed = listed.saturating_add(ranks.len());
+            // Bound the work of merging repeated ranks, not only the distinct count.
+            if all_ranks.len() > MAX_RANKS || listed > 4 * MAX_RANKS {
                 return Err(invalid(
                     "execution.R_lite",
                     format!("more than {MAX_RANKS} ranks"),
