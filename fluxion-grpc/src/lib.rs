@@ -26,6 +26,7 @@
 //!   can tell the service restarted or was re-initialised and lost its state.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod address;
 mod client;
