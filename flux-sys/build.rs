@@ -19,6 +19,13 @@ const MIN_VERSION: (u32, u32, u32) = (0, 61, 0);
 
 /// Later APIs pancake uses when present: (cfg name, first version, what it is).
 const FEATURES: &[(&str, (u32, u32, u32), &str)] = &[
+    // The broker state machine gained LOAD_BUILTINS, CONFIG_SYNC and
+    // UNLOAD_BUILTINS, renumbering the states `state-machine.monitor` reports.
+    (
+        "flux_broker_states_v082",
+        (0, 82, 0),
+        "broker state numbering",
+    ),
     // `job-manager.raise` accepts `wait_status` (dd92a9f6), so a mirrored
     // exception carries the application job's exit code.
     (
@@ -103,6 +110,7 @@ fn main() {
         .allowlist_function("flux_.*|idset_.*|hostlist_.*")
         .allowlist_type("flux_.*|idset.*|hostlist.*|job_.*|kvs_.*|event_flags")
         .allowlist_var("FLUX_.*|IDSET_.*")
+        .allowlist_function("pthread_setcancelstate")
         // The va_list variants cannot be called portably from Rust; the
         // variadic `...` forms and the string-JSON APIs cover every need.
         .blocklist_function(".*_v(pack|unpack)|flux_vlog|flux_log_verror|flux_llog")

@@ -16,3 +16,7 @@ const uint32_t FLUX_SYS_NODEID_UPSTREAM = FLUX_NODEID_UPSTREAM;
 const uint32_t FLUX_SYS_MATCHTAG_NONE = FLUX_MATCHTAG_NONE;
 const uint32_t FLUX_SYS_USERID_UNKNOWN = FLUX_USERID_UNKNOWN;
 const int64_t FLUX_SYS_JOBID_ANY = FLUX_JOBID_ANY;
+
+/* Module threads run with cancellation disabled (see flux/src/module.rs). */
+#include <pthread.h>
+const int FLUX_SYS_PTHREAD_CANCEL_DISABLE = PTHREAD_CANCEL_DISABLE;

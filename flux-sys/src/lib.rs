@@ -30,3 +30,7 @@ pub const FLUX_CORE_BUILD_VERSION: &str = env!("FLUX_SYS_CORE_VERSION");
 /// True when the flux-core these bindings were built against accepts
 /// `wait_status` in `job-manager.raise` (flux-core >= 0.84.0).
 pub const HAS_RAISE_WAIT_STATUS: bool = cfg!(flux_raise_wait_status);
+
+/// The number `state-machine.monitor` reports for the broker's SHUTDOWN
+/// state (the instance is going away; rc3 follows) in this flux-core.
+pub const BROKER_STATE_SHUTDOWN: i32 = if cfg!(flux_broker_states_v082) { 7 } else { 6 };

@@ -79,14 +79,19 @@ impl<F: ?Sized> CbCell<F> {
         })
     }
 
-    /// Call the closure through `call`, from a C callback.
+    /// Call the closure through `call`, from a C callback, catching panics.
     ///
-    /// A re-entrant call (the closure triggering its own callback) is ignored.
+    /// The closure is put back afterwards even if it panicked, so one bad
+    /// call never silently disables a handler. A re-entrant call (the closure
+    /// triggering its own callback) is ignored.
     ///
     /// # Safety
     /// `ptr` must come from `Rc::as_ptr` of an `Rc<CbCell<F>>` that is still
     /// alive when the callback starts.
-    pub unsafe fn invoke(ptr: *const Self, call: impl FnOnce(&mut F)) {
+    pub unsafe fn invoke(
+        ptr: *const Self,
+        call: impl FnOnce(&mut F),
+    ) -> std::result::Result<(), String> {
         // SAFETY: the caller guarantees ptr is a live Rc allocation; taking an
         // extra strong count keeps it alive while the closure runs even if the
         // closure drops the owner's Rc.
@@ -95,12 +100,12 @@ impl<F: ?Sized> CbCell<F> {
             Rc::from_raw(ptr)
         };
         let taken = rc.cb.borrow_mut().take();
-        if let Some(mut cb) = taken {
-            call(&mut cb);
-            let mut slot = rc.cb.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(cb);
-            }
+        let Some(mut cb) = taken else { return Ok(()) };
+        let result = guard(|| call(&mut cb));
+        let mut slot = rc.cb.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(cb);
         }
+        result
     }
 }

@@ -133,7 +133,8 @@ extern "C" fn continuation_trampoline(f: *mut flux_sys::flux_future_t, arg: *mut
                 cb(FutureRef::from_ptr(f))
             })
         }
-    });
+    })
+    .and_then(|inner| inner);
     if let Err(p) = r {
         // SAFETY: f is the live future of this callback.
         report_panic(

@@ -133,7 +133,8 @@ extern "C" fn callback_trampoline(
                 }
             })
         }
-    });
+    })
+    .and_then(|inner| inner);
     if let Err(payload) = r {
         report_panic(
             pr.handle().ok(),

@@ -58,6 +58,17 @@ pub unsafe fn run_main(
     }
     REACTOR_RAN.with(|c| c.set(false));
     set_panic_handle(Some(hr));
+    // The broker may pthread_cancel(3) a module thread that is still running
+    // when it shuts down; the forced unwind that follows must never pass
+    // through Rust frames (undefined behaviour; with catch_unwind on the
+    // stack glibc aborts the broker). So cancellation stays disabled while
+    // Rust code runs, and `run_reactor` leaves the reactor by itself when
+    // the broker starts shutting down, before the broker would cancel.
+    let mut old_state = 0;
+    // SAFETY: plain libc call on the current thread with a valid out pointer.
+    unsafe {
+        flux_sys::pthread_setcancelstate(flux_sys::FLUX_SYS_PTHREAD_CANCEL_DISABLE, &mut old_state)
+    };
     let outcome = guard(|| main(hr, args));
     let ran = REACTOR_RAN.with(Cell::get);
     let rc = match outcome {
@@ -77,6 +88,9 @@ pub unsafe fn run_main(
         }
     };
     set_panic_handle(None);
+    // SAFETY: restores this thread's previous state; no Rust frame of ours
+    // runs a cancellation point after this (we return to the broker at once).
+    unsafe { flux_sys::pthread_setcancelstate(old_state, std::ptr::null_mut()) };
     rc
 }
 
@@ -110,11 +124,52 @@ impl HandleRef {
         cvt(unsafe { flux_sys::flux_module_set_running(self.as_ptr()) }).map(|_| ())
     }
 
+    /// Test (and with `clear`, clear) bit `flag` of the module's debug mask,
+    /// set with `flux module debug --set FLAG NAME`. Used for fault injection
+    /// in tests, the way flux-core's own modules do.
+    pub fn module_debug_test(&self, flag: i32, clear: bool) -> bool {
+        // SAFETY: live module handle.
+        unsafe { flux_sys::flux_module_debug_test(self.as_ptr(), flag, clear) }
+    }
+
     /// Run this handle's reactor until stopped. Use this (not the raw reactor)
-    /// in `mod_main`, so the entry point knows the module reached RUNNING.
+    /// in `mod_main`: the entry point then knows the module reached RUNNING,
+    /// and the reactor also stops when the broker enters its SHUTDOWN state,
+    /// so a module left loaded at instance shutdown exits cleanly instead of
+    /// being cancelled.
     pub fn run_reactor(&self) -> Result<()> {
         note_reactor_ran();
-        self.reactor()?.run().map(|_| ())
+        let mut monitor = self.rpc(
+            "state-machine.monitor",
+            Some(&format!(
+                "{{\"final\":{}}}",
+                flux_sys::BROKER_STATE_SHUTDOWN
+            )),
+            crate::NODEID_ANY,
+            crate::future::rpc_flags::STREAMING,
+        )?;
+        monitor.then(-1.0, |f| {
+            let state = f
+                .rpc_get_json::<serde_json::Value>()
+                .ok()
+                .and_then(|v| v["state"].as_i64());
+            match state {
+                Some(s) if s < i64::from(flux_sys::BROKER_STATE_SHUTDOWN) => f.reset(),
+                _ => {
+                    // SHUTDOWN reached, or the stream ended (ENODATA once it is
+                    // past SHUTDOWN): leave like `flux module remove` would.
+                    if let Some(h) = f.handle() {
+                        h.log(Level::Info, "broker is shutting down: module exiting");
+                        if let Ok(r) = h.reactor() {
+                            r.stop();
+                        }
+                    }
+                }
+            }
+        })?;
+        let rc = self.reactor()?.run().map(|_| ());
+        drop(monitor);
+        rc
     }
 
     /// Decode a `<module>.config-reload` request, cache the new config on the

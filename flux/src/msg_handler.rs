@@ -146,7 +146,8 @@ pub(crate) extern "C" fn handler_trampoline(
         // SAFETY: arg is Rc::as_ptr of a cell kept alive by MsgHandlers, which
         // destroys the C handler before releasing the cell.
         unsafe { CbCell::<Handler>::invoke(arg as *const CbCell<Handler>, |cb| cb(hr, mr)) }
-    });
+    })
+    .and_then(|inner| inner);
     if let Err(p) = r {
         let topic = mr.topic().unwrap_or("?").to_string();
         report_panic(Some(hr), &format!("handler for {topic}"), &p);

@@ -59,7 +59,8 @@ extern "C" fn watcher_trampoline(
                 cb(WatcherRef::from_ptr(w), revents)
             })
         }
-    });
+    })
+    .and_then(|inner| inner);
     if let Err(p) = r {
         report_panic(None, "watcher callback", &p);
     }

@@ -22,6 +22,9 @@ use crate::worker::Worker;
 
 flux::module_main!(pancake_main);
 
+/// `flux module debug --set` bit that makes the next `pancake.status` panic.
+pub const DEBUG_PANIC: i32 = 0x1;
+
 /// Shared state of one loaded instance of the module (reactor thread only).
 struct Module {
     options: Options,
@@ -44,6 +47,11 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
     let s_reload = Rc::clone(&state);
     let handlers = Table::new()
         .request("status", Role::Owner, move |h, msg| {
+            // Fault injection for tests: `flux module debug --set 1 pancake`
+            // makes the next status request panic inside the handler.
+            if h.module_debug_test(DEBUG_PANIC, true) {
+                panic!("injected by debug flag {DEBUG_PANIC:#x}");
+            }
             let mut st = s_status.borrow_mut();
             st.requests += 1;
             let req = msg.to_owned();

@@ -360,48 +360,63 @@ impl Pod {
         Ok(())
     }
 
-    /// Stop every instance and return the processes of this pod that had to
-    /// be killed after the grace period, plus any that survived even that
-    /// (the latter is always an error).
+    /// Stop every instance and check that it went well: every `flux start`
+    /// exited 0 (a broker that aborted, e.g. on a module that would not shut
+    /// down, makes it fail), and no process of the pod survived. Returns the
+    /// processes that had to be killed after the grace period (job shells
+    /// and tasks left running, as a crash leaves them).
     pub fn shutdown(mut self) -> Result<Vec<String>, Error> {
-        let killed = self.stop_all();
+        let (killed, exits) = self.stop_all();
         let survivors = pod_processes(&self.root);
+        let mut problems = Vec::new();
+        for (name, (code, log)) in &exits {
+            if *code != Some(0) {
+                problems.push(format!("{name}: flux start exited with {code:?}:\n{log}"));
+            }
+        }
+        if !survivors.is_empty() {
+            problems.push(format!("processes survived pod shutdown: {survivors:?}"));
+        }
         if !self.keep {
             let _ = fs::remove_dir_all(&self.root);
         }
         self.root = PathBuf::new();
-        if survivors.is_empty() {
+        if problems.is_empty() {
             Ok(killed)
         } else {
-            Err(format!("processes survived pod shutdown: {survivors:?}"))
+            Err(problems.join("\n"))
         }
     }
 
-    fn stop_all(&mut self) -> Vec<String> {
+    /// Stop every instance: returns the processes killed after the grace
+    /// period, and per instance its exit code (`None` if it had to be
+    /// killed) with the tail of its log.
+    fn stop_all(&mut self) -> (Vec<String>, BTreeMap<String, (Option<i32>, String)>) {
         // Closing stdin ends each initial program; the instances then shut
         // down on their own, in parallel.
         for b in std::iter::once(&mut self.queue).chain(self.apps.iter_mut()) {
-            if let Some(mut s) = b.stdin.take() {
-                let _ = s.flush();
-            }
+            drop(b.stdin.take());
         }
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut exits = BTreeMap::new();
         for b in std::iter::once(&mut self.queue).chain(self.apps.iter_mut()) {
             if let Some(child) = b.child.as_mut() {
-                loop {
+                let code = loop {
                     match child.try_wait() {
-                        Ok(Some(_)) | Err(_) => break,
+                        Ok(Some(status)) => break status.code(),
+                        Err(_) => break None,
                         Ok(None) if Instant::now() > deadline => {
                             let _ = nix::sys::signal::killpg(
                                 Pid::from_raw(child.id() as i32),
                                 Signal::SIGKILL,
                             );
                             let _ = child.wait();
-                            break;
+                            break None;
                         }
                         Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                     }
-                }
+                };
+                exits.insert(b.name.clone(), (code, b.log_tail()));
             }
             b.child = None;
         }
@@ -421,7 +436,7 @@ impl Pod {
         }
         killed.sort();
         killed.dedup();
-        killed
+        (killed, exits)
     }
 }
 
