@@ -125,6 +125,13 @@ impl std::fmt::Debug for Future {
 }
 
 extern "C" fn continuation_trampoline(f: *mut flux_sys::flux_future_t, arg: *mut libc::c_void) {
+    // The continuation may destroy its own future (a one-shot RPC usually
+    // does), so nothing below may touch `f` after it ran: take the handle,
+    // which outlives its futures, first.
+    // SAFETY: f is live on entry to its continuation.
+    let h = unsafe { FutureRef::from_ptr(f) }
+        .handle()
+        .map(HandleRef::as_ptr);
     let r = guard(|| {
         // SAFETY: arg is Rc::as_ptr of the CbCell owned by the Future, which is
         // alive because C only calls the continuation of an undestroyed future.
@@ -136,12 +143,9 @@ extern "C" fn continuation_trampoline(f: *mut flux_sys::flux_future_t, arg: *mut
     })
     .and_then(|inner| inner);
     if let Err(p) = r {
-        // SAFETY: f is the live future of this callback.
-        report_panic(
-            unsafe { FutureRef::from_ptr(f) }.handle(),
-            "future continuation",
-            &p,
-        );
+        // SAFETY: the handle outlives the futures attached to it.
+        let h = h.map(|h| unsafe { HandleRef::from_ptr(h) });
+        report_panic(h, "future continuation", &p);
     }
 }
 
@@ -251,11 +255,11 @@ impl Pending {
         let slot2 = Rc::clone(&slot);
         let mut cb = Some(cb);
         f.then(timeout, move |fr| {
+            // Remove the future even if `cb` panics (the guard runs while
+            // unwinding), so a bad callback cannot leak it.
+            let _remove = RemoveOnDrop(&weak, *slot2.borrow());
             if let Some(cb) = cb.take() {
                 cb(fr);
-            }
-            if let Some(id) = *slot2.borrow() {
-                Pending::remove(&weak, id);
             }
         })?;
         *slot.borrow_mut() = Some(self.insert(f));
@@ -301,6 +305,17 @@ impl Pending {
             .map(|(_, f)| f)
             .collect();
         drop(all);
+    }
+}
+
+/// Removes future `id` from its [`Pending`] set when dropped.
+struct RemoveOnDrop<'a>(&'a Weak<RefCell<PendingInner>>, Option<u64>);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.1 {
+            Pending::remove(self.0, id);
+        }
     }
 }
 

@@ -7,12 +7,10 @@
 
 #![deny(unsafe_code)]
 
-pub mod role;
-
 use flux::jobtap::PluginRef;
 use serde_json::json;
 
-use crate::role::Role;
+use pancake_core::role::Role;
 
 flux::jobtap_plugin!(plugin_init);
 

@@ -7,7 +7,6 @@
 
 #![deny(unsafe_code)]
 
-pub mod options;
 pub mod worker;
 
 use std::cell::RefCell;
@@ -17,8 +16,8 @@ use std::time::Instant;
 use flux::{HandleRef, Level, Role, Table};
 use serde_json::json;
 
-use crate::options::Options;
 use crate::worker::Worker;
+use pancake_core::options::Options;
 
 flux::module_main!(pancake_main);
 
