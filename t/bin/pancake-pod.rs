@@ -3,7 +3,7 @@
 //! ```text
 //! pancake-pod hold [--containers a,b,c] [--nodes N] [--cores C]
 //!     start a pod, print its view root, and keep it until stdin closes
-//! pancake-pod demo
+//! pancake-pod demo [--installed]
 //!     start the default pod, load pancake, show every broker's resources
 //! ```
 
@@ -12,7 +12,7 @@ use std::io::Read;
 use pancake_pod::{Pod, PodSpec, skip_reason};
 
 fn usage() -> ! {
-    eprintln!("usage: pancake-pod hold [--containers a,b,c] [--nodes N] [--cores C] | demo");
+    eprintln!("usage: pancake-pod hold [--containers a,b,c] [--nodes N] [--cores C] | demo [--installed]");
     std::process::exit(2);
 }
 
@@ -39,7 +39,7 @@ fn main() {
     }
     let result = match args.first().map(String::as_str) {
         Some("hold") => hold(parse_spec(&args[1..])),
-        Some("demo") => demo(),
+        Some("demo") => demo(args.get(1).map(String::as_str) == Some("--installed")),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -58,7 +58,9 @@ fn hold(spec: PodSpec) -> Result<(), String> {
     pod.shutdown().map(|_| ())
 }
 
-fn demo() -> Result<(), String> {
+/// With `installed`, load pancake by name from flux-core's directories (as
+/// `make install` put it there); otherwise from this build's target dir.
+fn demo(installed: bool) -> Result<(), String> {
     let spec = PodSpec::default();
     println!(
         "Starting a simulated pod: queue + {} ({} nodes x {} cores each)",

@@ -1,0 +1,48 @@
+# pancake: build, install, demo and test.
+#
+#   make demo      build, install into flux-core's directories, run the demo pod
+#   make test      tier 1 always, tier 2 (real brokers) when flux-core is installed
+#   make install / make uninstall   (DESTDIR and PREFIX are honoured)
+
+CARGO    ?= cargo
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+PKG      := pkg-config
+HAVE_FLUX := $(shell $(PKG) --exists flux-core 2>/dev/null && echo yes)
+FLUX_MODDIR    ?= $(shell $(PKG) --variable=fluxmoddir flux-core 2>/dev/null)
+FLUX_PLUGINDIR ?= $(shell $(PKG) --variable=fluxlibdir flux-core 2>/dev/null)/job-manager/plugins
+TARGET   := target/release
+
+# Installed names matter: Flux names a module (and a jobtap plugin) after its
+# file name up to the first dot.
+MODULE   := $(DESTDIR)$(FLUX_MODDIR)/pancake.so
+PLUGIN   := $(DESTDIR)$(FLUX_PLUGINDIR)/pancake-bypass.so
+SERVER   := $(DESTDIR)$(PREFIX)/bin/pancake-fluxion
+
+.PHONY: all build install uninstall demo test check-flux
+
+all: build
+
+build:
+	$(CARGO) build --locked --release -p pancake-core -p fluxion -p fluxion-grpc
+ifeq ($(HAVE_FLUX),yes)
+	$(CARGO) build --locked --release -p pancake-module -p pancake-bypass -p pancake-t
+endif
+
+check-flux:
+	@test "$(HAVE_FLUX)" = yes || { echo "pancake: flux-core is not installed (pkg-config flux-core failed); install flux-core first" >&2; exit 1; }
+
+install: check-flux build
+	install -D -m 0755 $(TARGET)/libpancake.so $(MODULE)
+	install -D -m 0755 $(TARGET)/libpancake_bypass.so $(PLUGIN)
+	install -D -m 0755 $(TARGET)/pancake-fluxion $(SERVER)
+	@echo "installed: $(MODULE) $(PLUGIN) $(SERVER)"
+
+uninstall:
+	rm -f $(MODULE) $(PLUGIN) $(SERVER)
+
+demo: install
+	$(TARGET)/pancake-pod demo --installed
+
+test:
+	t/run-tests
