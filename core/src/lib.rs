@@ -7,5 +7,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dispatch;
 pub mod options;
 pub mod role;

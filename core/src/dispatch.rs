@@ -1,0 +1,1137 @@
+//! The dispatcher: the life of every container job, as a state machine.
+//!
+//! It is driven by [`Event`]s (what the module saw in the queue broker, the
+//! application brokers and Fluxion) and answers with [`Action`]s (what the
+//! module must do). It performs no I/O and reads no clock (times come in
+//! with the events), so every path — including the failure paths — is
+//! tested here without a broker.
+//!
+//! The invariants it keeps:
+//! * at most one Fluxion request is in flight (the public service is not safe
+//!   to call concurrently, and a scheduling pass must see its own results);
+//! * every Fluxion allocation is cancelled exactly once, and only after the
+//!   application job that used it is `clean` (or never existed);
+//! * a queue job ends with the state and exit status of its application job.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use fluxion::{FluxionError, Request, Rv1};
+use serde_json::{Value, json};
+
+/// A Flux job id.
+pub type JobId = u64;
+
+/// How waiting jobs are taken from the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueuePolicy {
+    /// First come, first served: the first job that does not fit blocks the rest.
+    #[default]
+    Fcfs,
+    /// EASY backfill: the first job that does not fit gets a Fluxion
+    /// reservation; later jobs may run if they do not delay it.
+    Easy,
+}
+
+impl QueuePolicy {
+    /// Parse `fcfs` or `easy`.
+    pub fn parse(s: &str) -> Option<QueuePolicy> {
+        match s {
+            "fcfs" => Some(QueuePolicy::Fcfs),
+            "easy" => Some(QueuePolicy::Easy),
+            _ => None,
+        }
+    }
+
+    /// The policy's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueuePolicy::Fcfs => "fcfs",
+            QueuePolicy::Easy => "easy",
+        }
+    }
+}
+
+/// A successful Fluxion match, already turned into the application's R.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Granted {
+    /// Fluxion's id for the allocation.
+    pub fluxion_id: i64,
+    /// The R for the application job (with `starttime`/`expiration`).
+    pub r: Rv1,
+    /// True when this is a reservation for later, not an allocation now.
+    pub reserved: bool,
+}
+
+/// An event in an application job's life, from that broker's journal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppEvent {
+    /// The job's tasks started.
+    Start,
+    /// The tasks finished with a wait(2) status.
+    Finish {
+        /// Raw wait status.
+        status: i32,
+    },
+    /// An exception was raised on the job.
+    Exception {
+        /// Exception type (`cancel`, `timeout`, ...).
+        kind: String,
+        /// 0 is fatal.
+        severity: i32,
+        /// Free-form note.
+        note: String,
+    },
+    /// The job is inactive and its resources are free.
+    Clean,
+}
+
+/// What the module tells the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A container job appeared on the queue broker (full jobspec from J).
+    Submitted {
+        /// Queue job id.
+        id: JobId,
+        /// Target container.
+        container: String,
+        /// The jobspec as submitted, with environment (JSON text).
+        jobspec: String,
+        /// Job priority (higher first).
+        priority: i64,
+        /// Submit time.
+        t_submit: f64,
+        /// Urgency (0 = held).
+        urgency: i32,
+    },
+    /// A queue job's priority changed.
+    Priority {
+        /// Queue job id.
+        id: JobId,
+        /// New priority.
+        priority: i64,
+    },
+    /// A queue job's urgency changed.
+    Urgency {
+        /// Queue job id.
+        id: JobId,
+        /// New urgency (0 = held).
+        urgency: i32,
+    },
+    /// A fatal exception was raised on a queue job (e.g. `flux cancel`).
+    QueueException {
+        /// Queue job id.
+        id: JobId,
+        /// Exception type.
+        kind: String,
+        /// Note.
+        note: String,
+    },
+    /// The queue job got its `alloc` (it is RUN; testexec is starting).
+    QueueAlloc {
+        /// Queue job id.
+        id: JobId,
+    },
+    /// The queue job's `start` event (the override start took effect).
+    QueueStart {
+        /// Queue job id.
+        id: JobId,
+    },
+    /// The queue job is inactive.
+    QueueInactive {
+        /// Queue job id.
+        id: JobId,
+    },
+    /// The answer to [`Action::Match`].
+    Matched {
+        /// Queue job id.
+        id: JobId,
+        /// The grant, or why not.
+        result: Result<Granted, FluxionError>,
+    },
+    /// The answer to [`Action::Submit`].
+    SubmitDone {
+        /// Queue job id.
+        id: JobId,
+        /// The application job id, or the reason the broker refused it.
+        result: Result<JobId, String>,
+    },
+    /// An event of an application job.
+    App {
+        /// Container.
+        container: String,
+        /// Application job id.
+        app_id: JobId,
+        /// What happened.
+        event: AppEvent,
+    },
+    /// A container's broker is connected and its R agrees with the graph.
+    ContainerUp {
+        /// Container.
+        container: String,
+    },
+    /// A container's broker was lost.
+    ContainerLost {
+        /// Container.
+        container: String,
+    },
+}
+
+/// What the dispatcher asks the module to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Ask Fluxion to match `jobspec` (environment stripped); answer with [`Event::Matched`].
+    Match {
+        /// Queue job id.
+        id: JobId,
+        /// Jobspec for Fluxion.
+        jobspec: String,
+        /// Allow a reservation.
+        reserve: bool,
+    },
+    /// Free a Fluxion allocation (or reservation).
+    Cancel {
+        /// Fluxion id.
+        fluxion_id: i64,
+    },
+    /// Record facts on the queue job (`memo` event; `flux jobs -o {user.KEY}`).
+    Memo {
+        /// Queue job id.
+        id: JobId,
+        /// Keys and values.
+        memo: Value,
+    },
+    /// Submit the forwarded job to a container; answer with [`Event::SubmitDone`].
+    Submit {
+        /// Queue job id.
+        id: JobId,
+        /// Container.
+        container: String,
+        /// Cleaned jobspec carrying `attributes.system.alloc-bypass.R` (JSON text).
+        jobspec: String,
+    },
+    /// Release the held queue job with the same R (queue copy: no expiration).
+    Release {
+        /// Queue job id.
+        id: JobId,
+        /// R for the queue job.
+        r: Rv1,
+    },
+    /// `job-exec.override` start on the queue job.
+    OverrideStart {
+        /// Queue job id.
+        id: JobId,
+    },
+    /// `job-exec.override` finish on the queue job.
+    OverrideFinish {
+        /// Queue job id.
+        id: JobId,
+        /// Raw wait status.
+        status: i32,
+    },
+    /// Raise a fatal exception on the queue job.
+    Raise {
+        /// Queue job id.
+        id: JobId,
+        /// Exception type.
+        kind: String,
+        /// Note (names the container).
+        note: String,
+        /// The application's wait status, when there was one.
+        wait_status: Option<i32>,
+    },
+    /// Cancel the application job.
+    CancelApp {
+        /// Container.
+        container: String,
+        /// Application job id.
+        app_id: JobId,
+        /// Reason.
+        note: String,
+    },
+    /// Something worth a line in the broker log.
+    Log {
+        /// Queue job id, when about one job.
+        id: Option<JobId>,
+        /// The line.
+        text: String,
+    },
+}
+
+/// Where a queue job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for resources (or held, or its container is down).
+    Waiting,
+    /// A Match for it is in flight.
+    Matching,
+    /// Matched; the application submit is in flight.
+    Submitting,
+    /// Submitted; waiting for the application job to start.
+    Submitted,
+    /// The application job started; the queue job mirrors it.
+    Running,
+    /// The queue job is over; waiting for the application job's clean.
+    Draining,
+    /// Done with everything.
+    Done,
+}
+
+/// One container job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Queue job id.
+    pub id: JobId,
+    /// Target container.
+    pub container: String,
+    /// What it asks for.
+    pub request: Request,
+    /// Priority (higher first).
+    pub priority: i64,
+    /// Submit time.
+    pub t_submit: f64,
+    /// Urgency (0 = held).
+    pub urgency: i32,
+    /// Where it is.
+    pub phase: Phase,
+    /// Fluxion allocation, while held.
+    pub fluxion_id: Option<i64>,
+    /// Application job id, once submitted.
+    pub app_id: Option<JobId>,
+    /// The application R.
+    pub r: Option<Rv1>,
+    jobspec: Value,
+    /// The queue job is in RUN (its `alloc` was seen).
+    queue_alloc: bool,
+    /// The queue job's override `start` took effect.
+    queue_started: bool,
+    /// The application job's finish status, waiting to be mirrored.
+    pending_finish: Option<i32>,
+    /// A fatal application exception (type, note), waiting for its finish.
+    app_exception: Option<(String, String)>,
+    /// The queue job already ended (exception or inactive).
+    queue_ended: bool,
+    /// The application job is clean.
+    app_clean: bool,
+}
+
+/// Counters for `flux module stats pancake` and `pancake.status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Matches asked of Fluxion.
+    pub matches: u64,
+    /// Allocations granted.
+    pub granted: u64,
+    /// Allocations freed.
+    pub freed: u64,
+    /// Jobs forwarded to a container.
+    pub forwarded: u64,
+    /// Jobs whose application side completed (any outcome).
+    pub completed: u64,
+    /// Jobs failed by pancake itself (unsatisfiable, refused, lost).
+    pub failed: u64,
+}
+
+/// The dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    policy: QueuePolicy,
+    jobs: HashMap<JobId, Job>,
+    by_app: HashMap<(String, JobId), JobId>,
+    containers_up: BTreeSet<String>,
+    /// A Fluxion call is in flight.
+    busy: bool,
+    /// Run another scheduling pass when the current call returns.
+    dirty: bool,
+    /// Jobs already tried in this pass (they did not fit).
+    tried: BTreeSet<JobId>,
+    /// The EASY reservation of this pass, cancelled before the next pass.
+    reservation: Option<i64>,
+    /// Graph capacity, to fail never-satisfiable requests at once.
+    capacity: Option<Capacity>,
+    stats: Stats,
+    now: f64,
+}
+
+/// What the whole graph holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Nodes.
+    pub nodes: u64,
+    /// Cores per node (the smallest node).
+    pub cores_per_node: u64,
+    /// GPUs per node (the smallest node).
+    pub gpus_per_node: u64,
+}
+
+impl Capacity {
+    /// Capacity of an R (assumes the smallest node when nodes differ).
+    pub fn of(r: &Rv1) -> Result<Capacity, FluxionError> {
+        let ranks = r.rank_map()?;
+        Ok(Capacity {
+            nodes: ranks.len() as u64,
+            cores_per_node: ranks
+                .values()
+                .map(|n| n.cores.len())
+                .min()
+                .unwrap_or(0),
+            gpus_per_node: ranks
+                .values()
+                .map(|n| n.gpus.len())
+                .min()
+                .unwrap_or(0),
+        })
+    }
+
+    /// Why `req` can never fit, or `None` when it might.
+    pub fn why_never(&self, req: &Request) -> Option<String> {
+        let slot_cores = u64::from(req.cores_per_slot);
+        let slot_gpus = u64::from(req.gpus_per_slot);
+        if slot_cores > self.cores_per_node {
+            return Some(format!(
+                "a task slot needs {slot_cores} cores, nodes have {}",
+                self.cores_per_node
+            ));
+        }
+        if slot_gpus > self.gpus_per_node {
+            return Some(format!(
+                "a task slot needs {slot_gpus} GPUs, nodes have {}",
+                self.gpus_per_node
+            ));
+        }
+        match req.nnodes {
+            Some(n) => {
+                let n = u64::from(n);
+                if n > self.nodes {
+                    return Some(format!(
+                        "requested {n} nodes, the cluster has {}",
+                        self.nodes
+                    ));
+                }
+                let per = u64::from(req.slots);
+                if per * slot_cores > self.cores_per_node || per * slot_gpus > self.gpus_per_node {
+                    return Some(format!(
+                        "{per} slots per node do not fit a node of {} cores and {} GPUs",
+                        self.cores_per_node, self.gpus_per_node
+                    ));
+                }
+            }
+            None => {
+                // Slots may spread over nodes, but each slot fits on one node.
+                let per_node = if slot_gpus > 0 {
+                    (self.cores_per_node / slot_cores.max(1)).min(self.gpus_per_node / slot_gpus)
+                } else {
+                    self.cores_per_node / slot_cores.max(1)
+                };
+                let fit = per_node * self.nodes;
+                if req.total_slots() > fit {
+                    return Some(format!(
+                        "requested {} slots of {slot_cores} cores/{slot_gpus} GPUs, the cluster holds at most {fit}",
+                        req.total_slots()
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Attribute keys a user may not set on a container job (pancake owns them).
+pub const RESERVED_ATTRIBUTES: &[&str] = &["alloc-bypass", "exec"];
+
+/// Turn the queue job's jobspec into the application job's: drop what only
+/// makes sense on the queue broker, add the R, and tag it for traceability.
+pub fn app_jobspec(jobspec: &Value, r: &Rv1, queue_id: JobId, fluxion_id: i64) -> Value {
+    let mut js = jobspec.clone();
+    if let Some(sys) = js
+        .pointer_mut("/attributes/system")
+        .and_then(Value::as_object_mut)
+    {
+        for k in [
+            "container",
+            "exec",
+            "dependencies",
+            "alloc-bypass",
+            "queue",
+            "bank",
+            "project",
+        ] {
+            sys.remove(k);
+        }
+        sys.insert("alloc-bypass".into(), json!({ "R": r }));
+    }
+    if let Some(attrs) = js.get_mut("attributes").and_then(Value::as_object_mut) {
+        let user = attrs.entry("user").or_insert_with(|| json!({}));
+        if let Some(u) = user.as_object_mut() {
+            u.insert(
+                "pancake".into(),
+                json!({ "queue_id": queue_id, "fluxion_id": fluxion_id }),
+            );
+        }
+    }
+    js
+}
+
+/// The jobspec Fluxion sees: no environment (it is large and unused).
+pub fn fluxion_jobspec(jobspec: &Value) -> String {
+    let mut js = jobspec.clone();
+    if let Some(sys) = js
+        .pointer_mut("/attributes/system")
+        .and_then(Value::as_object_mut)
+    {
+        sys.remove("environment");
+    }
+    js.to_string()
+}
+
+/// Check an R built from a Fluxion allocation against the request and the
+/// container's resources. Returns the reason it is wrong.
+pub fn check_grant(r: &Rv1, req: &Request, container_r: &Rv1) -> Result<(), String> {
+    match r.is_subset_of(container_r) {
+        Ok(true) => {}
+        Ok(false) => return Err("the allocation is not inside the container's resources".into()),
+        Err(e) => return Err(format!("the allocation is malformed: {e}")),
+    }
+    let t = r.totals().map_err(|e| e.to_string())?;
+    if let Some(n) = req.nnodes
+        && t.nodes != u64::from(n) {
+            return Err(format!(
+                "allocation has {} nodes, the job asked for {n}",
+                t.nodes
+            ));
+        }
+    let want_cores = req.total_cores();
+    let exclusive_whole = req.node_exclusive && req.nnodes.is_some();
+    if exclusive_whole {
+        if t.cores < want_cores {
+            return Err(format!(
+                "allocation has {} cores, the job asked for {want_cores}",
+                t.cores
+            ));
+        }
+    } else if t.cores != want_cores {
+        return Err(format!(
+            "allocation has {} cores, the job asked for {want_cores}",
+            t.cores
+        ));
+    }
+    let want_gpus = req.total_gpus();
+    if (exclusive_whole && t.gpus < want_gpus) || (!exclusive_whole && t.gpus != want_gpus) {
+        return Err(format!(
+            "allocation has {} GPUs, the job asked for {want_gpus}",
+            t.gpus
+        ));
+    }
+    Ok(())
+}
+
+/// A human name for a wait status, for notes.
+fn describe_status(status: i32) -> String {
+    if status & 0x7f == 0 {
+        format!("exit {}", (status >> 8) & 0xff)
+    } else {
+        format!("signal {}", status & 0x7f)
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher with queue policy `policy`.
+    pub fn new(policy: QueuePolicy) -> Self {
+        Dispatcher {
+            policy,
+            jobs: HashMap::new(),
+            by_app: HashMap::new(),
+            containers_up: BTreeSet::new(),
+            busy: false,
+            dirty: false,
+            tried: BTreeSet::new(),
+            reservation: None,
+            capacity: None,
+            stats: Stats::default(),
+            now: 0.0,
+        }
+    }
+
+    /// Change the queue policy (takes effect at the next pass).
+    pub fn set_policy(&mut self, policy: QueuePolicy) {
+        self.policy = policy;
+    }
+
+    /// The queue policy.
+    pub fn policy(&self) -> QueuePolicy {
+        self.policy
+    }
+
+    /// Set what the graph holds, so impossible requests fail at once.
+    pub fn set_capacity(&mut self, cap: Capacity) {
+        self.capacity = Some(cap);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Every tracked job.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// One job.
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    /// Containers currently up.
+    pub fn containers_up(&self) -> &BTreeSet<String> {
+        &self.containers_up
+    }
+
+    /// Feed one event at time `now`; returns what to do, in order.
+    pub fn handle(&mut self, now: f64, event: Event) -> Vec<Action> {
+        self.now = now;
+        let mut out = Vec::new();
+        match event {
+            Event::Submitted {
+                id,
+                container,
+                jobspec,
+                priority,
+                t_submit,
+                urgency,
+            } => self.on_submitted(
+                id, container, &jobspec, priority, t_submit, urgency, &mut out,
+            ),
+            Event::Priority { id, priority } => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.priority = priority;
+                    self.dirty = true;
+                }
+            }
+            Event::Urgency { id, urgency } => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.urgency = urgency;
+                    self.dirty = true;
+                }
+            }
+            Event::QueueException { id, kind, note } => {
+                self.on_queue_exception(id, &kind, &note, &mut out)
+            }
+            Event::QueueAlloc { id } => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.queue_alloc = true;
+                    if !j.queue_ended {
+                        out.push(Action::OverrideStart { id });
+                    }
+                }
+            }
+            Event::QueueStart { id } => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.queue_started = true;
+                    if let Some(status) = j.pending_finish.take() {
+                        Self::mirror_finish(j, status, &mut out);
+                    }
+                }
+            }
+            Event::QueueInactive { id } => self.on_queue_inactive(id, &mut out),
+            Event::Matched { id, result } => self.on_matched(id, result, &mut out),
+            Event::SubmitDone { id, result } => self.on_submit_done(id, result, &mut out),
+            Event::App {
+                container,
+                app_id,
+                event,
+            } => self.on_app(&container, app_id, event, &mut out),
+            Event::ContainerUp { container } => {
+                self.containers_up.insert(container);
+                self.dirty = true;
+            }
+            Event::ContainerLost { container } => self.on_container_lost(&container, &mut out),
+        }
+        self.schedule(&mut out);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_submitted(
+        &mut self,
+        id: JobId,
+        container: String,
+        jobspec: &str,
+        priority: i64,
+        t_submit: f64,
+        urgency: i32,
+        out: &mut Vec<Action>,
+    ) {
+        if self.jobs.contains_key(&id) {
+            return;
+        }
+        let parsed: Result<Value, String> =
+            serde_json::from_str(jobspec).map_err(|e| e.to_string());
+        let spec = parsed
+            .clone()
+            .and_then(|v| fluxion::Jobspec::from_value(&v).map_err(|e| e.to_string()));
+        let (value, spec) = match (parsed, spec) {
+            (Ok(v), Ok(s)) => (v, s),
+            (_, Err(e)) | (Err(e), _) => {
+                out.push(Action::Raise {
+                    id,
+                    kind: "pancake".into(),
+                    note: format!("container {container}: invalid jobspec: {e}"),
+                    wait_status: None,
+                });
+                self.stats.failed += 1;
+                return;
+            }
+        };
+        if let Some(why) = self.capacity.and_then(|c| c.why_never(&spec.request)) {
+            out.push(Action::Raise {
+                id,
+                kind: "alloc".into(),
+                note: format!("container {container}: unsatisfiable request: {why}"),
+                wait_status: None,
+            });
+            self.stats.failed += 1;
+            return;
+        }
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                container,
+                request: spec.request,
+                priority,
+                t_submit,
+                urgency,
+                phase: Phase::Waiting,
+                fluxion_id: None,
+                app_id: None,
+                r: None,
+                jobspec: value,
+                queue_alloc: false,
+                queue_started: false,
+                pending_finish: None,
+                app_exception: None,
+                queue_ended: false,
+                app_clean: false,
+            },
+        );
+        self.dirty = true;
+    }
+
+    fn free(&mut self, fluxion_id: Option<i64>, out: &mut Vec<Action>) {
+        if let Some(fid) = fluxion_id {
+            self.stats.freed += 1;
+            out.push(Action::Cancel { fluxion_id: fid });
+            self.dirty = true;
+        }
+    }
+
+    fn on_queue_exception(&mut self, id: JobId, kind: &str, note: &str, out: &mut Vec<Action>) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if j.queue_ended {
+            return;
+        }
+        j.queue_ended = true;
+        match j.phase {
+            Phase::Waiting => {
+                // Never matched: nothing to free.
+                j.phase = Phase::Done;
+            }
+            Phase::Matching | Phase::Submitting => {
+                // The answer in flight decides what to undo.
+            }
+            Phase::Submitted | Phase::Running => {
+                if let Some(app_id) = j.app_id
+                    && !j.app_clean {
+                        out.push(Action::CancelApp {
+                            container: j.container.clone(),
+                            app_id,
+                            note: format!("queue job {kind}: {note}"),
+                        });
+                    }
+                j.phase = Phase::Draining;
+            }
+            Phase::Draining | Phase::Done => {}
+        }
+        self.reap(id);
+    }
+
+    fn on_queue_inactive(&mut self, id: JobId, out: &mut Vec<Action>) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.queue_ended = true;
+        if j.phase == Phase::Waiting {
+            j.phase = Phase::Done;
+        }
+        if matches!(j.phase, Phase::Submitted | Phase::Running) && !j.app_clean {
+            if let Some(app_id) = j.app_id {
+                out.push(Action::CancelApp {
+                    container: j.container.clone(),
+                    app_id,
+                    note: "queue job ended".into(),
+                });
+            }
+            j.phase = Phase::Draining;
+        }
+        self.reap(id);
+    }
+
+    /// Forget a job once both sides are over.
+    fn reap(&mut self, id: JobId) {
+        let done = self.jobs.get(&id).is_some_and(|j| {
+            j.phase == Phase::Done
+                || (j.queue_ended
+                    && (j.app_clean || j.app_id.is_none())
+                    && j.phase != Phase::Matching
+                    && j.phase != Phase::Submitting)
+        });
+        if done
+            && let Some(j) = self.jobs.remove(&id)
+                && let Some(app) = j.app_id {
+                    self.by_app.remove(&(j.container, app));
+                }
+    }
+
+    fn on_matched(
+        &mut self,
+        id: JobId,
+        result: Result<Granted, FluxionError>,
+        out: &mut Vec<Action>,
+    ) {
+        self.busy = false;
+        let Some(j) = self.jobs.get_mut(&id) else {
+            // The job vanished while matching: give back what we got.
+            if let Ok(g) = result {
+                self.free(Some(g.fluxion_id), out);
+            }
+            return;
+        };
+        match result {
+            Ok(g) if g.reserved => {
+                // A reservation must never be dispatched; it only holds the
+                // head job's place until the next pass.
+                j.phase = Phase::Waiting;
+                self.reservation = Some(g.fluxion_id);
+                self.tried.insert(id);
+                out.push(Action::Log {
+                    id: Some(id),
+                    text: format!("reserved for later (fluxion id {})", g.fluxion_id),
+                });
+            }
+            Ok(g) => {
+                self.stats.granted += 1;
+                if j.queue_ended {
+                    j.phase = Phase::Done;
+                    let fid = g.fluxion_id;
+                    self.free(Some(fid), out);
+                    self.reap(id);
+                    return;
+                }
+                j.fluxion_id = Some(g.fluxion_id);
+                j.phase = Phase::Submitting;
+                let js = app_jobspec(&j.jobspec, &g.r, id, g.fluxion_id);
+                j.r = Some(g.r);
+                out.push(Action::Memo {
+                    id,
+                    memo: json!({ "container": j.container, "fluxion_id": g.fluxion_id }),
+                });
+                out.push(Action::Submit {
+                    id,
+                    container: j.container.clone(),
+                    jobspec: js.to_string(),
+                });
+            }
+            Err(FluxionError::Busy(_)) | Err(FluxionError::Ambiguous(_)) => {
+                j.phase = Phase::Waiting;
+                self.tried.insert(id);
+            }
+            Err(FluxionError::Unavailable(e)) => {
+                // Nothing lost: the job waits, the next event retries.
+                j.phase = Phase::Waiting;
+                self.tried.insert(id);
+                out.push(Action::Log {
+                    id: Some(id),
+                    text: format!("fluxion unavailable, job waits: {e}"),
+                });
+            }
+            Err(e) => {
+                let kind = if matches!(e, FluxionError::Unsatisfiable(_)) {
+                    "alloc"
+                } else {
+                    "pancake"
+                };
+                j.phase = Phase::Done;
+                j.queue_ended = true;
+                self.stats.failed += 1;
+                out.push(Action::Raise {
+                    id,
+                    kind: kind.into(),
+                    note: format!("container {}: {e}", j.container),
+                    wait_status: None,
+                });
+                self.reap(id);
+            }
+        }
+        // No new pass: this pass goes on with the next untried job. (A new
+        // pass here would retry busy jobs forever.)
+    }
+
+    fn on_submit_done(&mut self, id: JobId, result: Result<JobId, String>, out: &mut Vec<Action>) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        match result {
+            Ok(app_id) => {
+                self.stats.forwarded += 1;
+                j.app_id = Some(app_id);
+                self.by_app.insert((j.container.clone(), app_id), id);
+                out.push(Action::Memo {
+                    id,
+                    memo: json!({ "app_id": app_id }),
+                });
+                if j.queue_ended {
+                    // Cancelled while the submit was in flight.
+                    out.push(Action::CancelApp {
+                        container: j.container.clone(),
+                        app_id,
+                        note: "queue job ended before forwarding completed".into(),
+                    });
+                    j.phase = Phase::Draining;
+                } else {
+                    j.phase = Phase::Submitted;
+                    out.push(Action::Log {
+                        id: Some(id),
+                        text: format!("forwarded to {} as job {app_id}", j.container),
+                    });
+                }
+            }
+            Err(reason) => {
+                let fid = j.fluxion_id.take();
+                j.phase = Phase::Done;
+                let raise = !j.queue_ended;
+                j.queue_ended = true;
+                let container = j.container.clone();
+                self.stats.failed += 1;
+                if raise {
+                    out.push(Action::Raise {
+                        id,
+                        kind: "pancake".into(),
+                        note: format!("container {container} refused the job: {reason}"),
+                        wait_status: None,
+                    });
+                }
+                self.free(fid, out);
+                self.reap(id);
+            }
+        }
+    }
+
+    fn mirror_finish(j: &mut Job, status: i32, out: &mut Vec<Action>) {
+        match j.app_exception.take() {
+            Some((kind, note)) => out.push(Action::Raise {
+                id: j.id,
+                kind,
+                note: format!("container {}: {note}", j.container),
+                wait_status: Some(status),
+            }),
+            None => out.push(Action::OverrideFinish { id: j.id, status }),
+        }
+    }
+
+    fn on_app(&mut self, container: &str, app_id: JobId, ev: AppEvent, out: &mut Vec<Action>) {
+        let Some(&id) = self.by_app.get(&(container.to_string(), app_id)) else {
+            return;
+        };
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        match ev {
+            AppEvent::Start => {
+                if j.phase == Phase::Submitted && !j.queue_ended {
+                    j.phase = Phase::Running;
+                    if let Some(r) = &j.r {
+                        let mut qr = r.clone();
+                        qr.execution.expiration = 0.0;
+                        out.push(Action::Release { id, r: qr });
+                    }
+                }
+            }
+            AppEvent::Finish { status } => {
+                if j.queue_ended {
+                    return;
+                }
+                if j.queue_started {
+                    Self::mirror_finish(j, status, out);
+                } else {
+                    j.pending_finish = Some(status);
+                }
+                out.push(Action::Log {
+                    id: Some(id),
+                    text: format!(
+                        "{container} job {app_id} finished ({})",
+                        describe_status(status)
+                    ),
+                });
+            }
+            AppEvent::Exception {
+                kind,
+                severity,
+                note,
+            } => {
+                if severity != 0 || j.queue_ended {
+                    return;
+                }
+                if j.phase == Phase::Running {
+                    // Mirrored with the finish status, which follows.
+                    j.app_exception = Some((kind, note));
+                } else {
+                    // Before start: there will be no finish.
+                    j.queue_ended = true;
+                    out.push(Action::Raise {
+                        id,
+                        kind,
+                        note: format!("container {container}: {note}"),
+                        wait_status: None,
+                    });
+                    j.phase = Phase::Draining;
+                }
+            }
+            AppEvent::Clean => {
+                j.app_clean = true;
+                self.stats.completed += 1;
+                if j.phase == Phase::Running && !j.queue_ended {
+                    // Defensive: a clean without a finish we could mirror.
+                    if let Some(status) = j.pending_finish.take() {
+                        Self::mirror_finish(j, status, out);
+                    }
+                }
+                let fid = j.fluxion_id.take();
+                if j.queue_ended {
+                    j.phase = Phase::Done;
+                } else {
+                    j.phase = Phase::Draining;
+                }
+                self.free(fid, out);
+                self.reap(id);
+            }
+        }
+    }
+
+    fn on_container_lost(&mut self, container: &str, out: &mut Vec<Action>) {
+        self.containers_up.remove(container);
+        let ids: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                j.container == container
+                    && matches!(
+                        j.phase,
+                        Phase::Submitted | Phase::Running | Phase::Submitting
+                    )
+            })
+            .map(|j| j.id)
+            .collect();
+        for id in ids {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                if !j.queue_ended {
+                    j.queue_ended = true;
+                    out.push(Action::Raise {
+                        id,
+                        kind: "pancake".into(),
+                        note: format!("container {container}: its broker was lost"),
+                        wait_status: None,
+                    });
+                }
+                // The cores stay held in Fluxion: the lost broker's job shells
+                // may still run them (flux-core leaves them behind).
+                j.phase = Phase::Draining;
+                out.push(Action::Log {
+                    id: Some(id),
+                    text: format!(
+                        "container {container} lost: fluxion allocation {:?} kept until the broker returns",
+                        j.fluxion_id
+                    ),
+                });
+            }
+        }
+    }
+
+    /// The waiting jobs in queue order: priority, then submit time, then id.
+    fn queue_order(&self) -> Vec<JobId> {
+        let mut v: Vec<&Job> = self
+            .jobs
+            .values()
+            .filter(|j| j.phase == Phase::Waiting && !j.queue_ended)
+            .collect();
+        v.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.t_submit.total_cmp(&b.t_submit))
+                .then(a.id.cmp(&b.id))
+        });
+        v.into_iter().map(|j| j.id).collect()
+    }
+
+    /// Start the next Fluxion call if none is in flight.
+    fn schedule(&mut self, out: &mut Vec<Action>) {
+        if self.busy {
+            return;
+        }
+        if self.dirty {
+            // A new pass: everything may be retried; drop last pass's reservation.
+            self.dirty = false;
+            self.tried.clear();
+            if let Some(fid) = self.reservation.take() {
+                out.push(Action::Cancel { fluxion_id: fid });
+            }
+        }
+        let mut reserve_used = self.reservation.is_some();
+        for id in self.queue_order() {
+            if self.tried.contains(&id) {
+                match self.policy {
+                    // FCFS: a job that did not fit blocks everything after it.
+                    QueuePolicy::Fcfs => return,
+                    QueuePolicy::Easy => {
+                        reserve_used = true;
+                        continue;
+                    }
+                }
+            }
+            let Some(j) = self.jobs.get(&id) else {
+                continue;
+            };
+            if j.urgency == 0 || !self.containers_up.contains(&j.container) {
+                continue;
+            }
+            let reserve = self.policy == QueuePolicy::Easy && !reserve_used;
+            let jobspec = fluxion_jobspec(&j.jobspec);
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.phase = Phase::Matching;
+            }
+            self.busy = true;
+            self.stats.matches += 1;
+            out.push(Action::Match {
+                id,
+                jobspec,
+                reserve,
+            });
+            return;
+        }
+    }
+
+    /// Per container: (jobs waiting, jobs running or forwarded).
+    pub fn counts(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut m: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for j in self.jobs.values() {
+            let e = m.entry(j.container.clone()).or_default();
+            match j.phase {
+                Phase::Waiting | Phase::Matching => e.0 += 1,
+                Phase::Submitting | Phase::Submitted | Phase::Running | Phase::Draining => e.1 += 1,
+                Phase::Done => {}
+            }
+        }
+        m
+    }
+}

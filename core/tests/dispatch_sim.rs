@@ -1,0 +1,707 @@
+//! The dispatcher against a simulated pod: the embedded Fluxion for real,
+//! and fake application brokers and queue job-manager that follow flux-core's
+//! event order. Randomized workloads check the invariants of DESIGN.md.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use fluxion::conformance::sample_rv1;
+use fluxion::{Fluxion, FluxionError, Request, Rv1, allocation_to_rv1, rv1_to_jgf};
+use pancake_core::dispatch::{
+    Action, AppEvent, Capacity, Dispatcher, Event, Granted, JobId, QueuePolicy, check_grant,
+};
+
+/// How a queue job ended, as `flux jobs` would report it.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Finished(i32),
+    Exception {
+        kind: String,
+        wait_status: Option<i32>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct AppJob {
+    queue_id: JobId,
+    r: Rv1,
+    started: bool,
+    done: bool,
+    /// What the task will exit with.
+    status: i32,
+}
+
+struct Sim {
+    d: Dispatcher,
+    fx: fluxion::EmbeddedFluxion,
+    graph: Rv1,
+    now: f64,
+    events: VecDeque<Event>,
+    apps: BTreeMap<JobId, AppJob>,
+    next_app: JobId,
+    /// fluxion id -> times cancelled
+    cancelled: HashMap<i64, u32>,
+    granted: Vec<i64>,
+    reserved: Vec<i64>,
+    queue: BTreeMap<JobId, Option<Outcome>>,
+    app_outcome: BTreeMap<JobId, Outcome>,
+    /// Application jobs that should fail with this status when they run.
+    fail_status: HashMap<JobId, i32>,
+    /// Containers that refuse jobs.
+    refuse: Vec<String>,
+    rng: u64,
+    violations: Vec<String>,
+}
+
+impl Sim {
+    fn new(policy: QueuePolicy, seed: u64) -> Sim {
+        let graph = sample_rv1(4, 10, 2);
+        let mut fx = fluxion::EmbeddedFluxion::new();
+        fx.init("first", &rv1_to_jgf(&graph).unwrap()).unwrap();
+        let mut d = Dispatcher::new(policy);
+        d.set_capacity(Capacity::of(&graph).unwrap());
+        let mut s = Sim {
+            d,
+            fx,
+            graph,
+            now: 1000.0,
+            events: VecDeque::new(),
+            apps: BTreeMap::new(),
+            next_app: 1,
+            cancelled: HashMap::new(),
+            granted: Vec::new(),
+            reserved: Vec::new(),
+            queue: BTreeMap::new(),
+            app_outcome: BTreeMap::new(),
+            fail_status: HashMap::new(),
+            refuse: Vec::new(),
+            rng: seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                | 1,
+            violations: Vec::new(),
+        };
+        for c in ["lammps", "ior", "chatterbug"] {
+            s.feed(Event::ContainerUp {
+                container: c.into(),
+            });
+        }
+        s
+    }
+
+    fn rand(&mut self, n: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % n.max(1)
+    }
+
+    fn submit(&mut self, id: JobId, container: &str, req: &Request) {
+        let mut js: serde_json::Value =
+            serde_json::from_str(&req.to_jobspec_json(&["true"])).unwrap();
+        js["attributes"]["system"]["container"] = container.into();
+        js["attributes"]["system"]["environment"] = serde_json::json!({"HOME": "/root"});
+        self.queue.insert(id, None);
+        self.feed(Event::Submitted {
+            id,
+            container: container.into(),
+            jobspec: js.to_string(),
+            priority: 16,
+            t_submit: self.now + id as f64,
+            urgency: 16,
+        });
+    }
+
+    fn feed(&mut self, e: Event) {
+        self.events.push_back(e);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(e) = self.events.pop_front() {
+            self.now += 0.001;
+            let actions = self.d.handle(self.now, e);
+            for a in actions {
+                self.act(a);
+            }
+        }
+    }
+
+    fn end_queue(&mut self, id: JobId, o: Outcome) {
+        match self.queue.get_mut(&id) {
+            Some(slot @ None) => *slot = Some(o),
+            Some(Some(prev)) => self
+                .violations
+                .push(format!("job {id} ended twice: {prev:?} then {o:?}")),
+            None => self
+                .violations
+                .push(format!("unknown queue job {id} ended")),
+        }
+        self.events.push_back(Event::QueueInactive { id });
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Match {
+                id,
+                jobspec,
+                reserve,
+            } => {
+                let result = self.fx.match_allocate(&jobspec, reserve).and_then(|m| {
+                    let dur =
+                        serde_json::from_str::<serde_json::Value>(&jobspec).unwrap()["attributes"]
+                            ["system"]["duration"]
+                            .as_f64()
+                            .unwrap_or(0.0);
+                    let r = allocation_to_rv1(&m.allocation, self.now, dur)?;
+                    Ok(Granted {
+                        fluxion_id: m.jobid,
+                        r,
+                        reserved: m.reserved,
+                    })
+                });
+                if let Ok(g) = &result {
+                    if g.reserved {
+                        self.reserved.push(g.fluxion_id);
+                    } else {
+                        self.granted.push(g.fluxion_id);
+                    }
+                }
+                self.events.push_back(Event::Matched { id, result });
+            }
+            Action::Cancel { fluxion_id } => {
+                *self.cancelled.entry(fluxion_id).or_default() += 1;
+                self.fx.cancel(fluxion_id).unwrap();
+            }
+            Action::Submit {
+                id,
+                container,
+                jobspec,
+            } => {
+                if self.refuse.contains(&container) {
+                    self.events.push_back(Event::SubmitDone {
+                        id,
+                        result: Err("nope".into()),
+                    });
+                    return;
+                }
+                let js: serde_json::Value = serde_json::from_str(&jobspec).unwrap();
+                assert!(js["attributes"]["system"].get("container").is_none());
+                let r: Rv1 =
+                    serde_json::from_value(js["attributes"]["system"]["alloc-bypass"]["R"].clone())
+                        .unwrap();
+                let spec = fluxion::Jobspec::from_value(&js).unwrap();
+                if let Err(e) = check_grant(&r, &spec.request, &self.graph) {
+                    self.violations.push(format!("job {id}: bad grant: {e}"));
+                }
+                // The invariant: no two live application jobs share a core or GPU.
+                for (other, a) in &self.apps {
+                    if !a.done && a.r.overlaps(&r).unwrap() {
+                        self.violations
+                            .push(format!("job {id} overlaps app job {other}"));
+                    }
+                }
+                let app_id = self.next_app;
+                self.next_app += 1;
+                let status = self.fail_status.get(&id).copied().unwrap_or(0);
+                self.apps.insert(
+                    app_id,
+                    AppJob {
+                        queue_id: id,
+                        r,
+                        started: false,
+                        done: false,
+                        status,
+                    },
+                );
+                let _ = container;
+                self.events.push_back(Event::SubmitDone {
+                    id,
+                    result: Ok(app_id),
+                });
+            }
+            Action::Release { id, r } => {
+                assert_eq!(
+                    r.execution.expiration, 0.0,
+                    "queue copy of R has no expiration"
+                );
+                self.events.push_back(Event::QueueAlloc { id });
+            }
+            Action::OverrideStart { id } => self.events.push_back(Event::QueueStart { id }),
+            Action::OverrideFinish { id, status } => self.end_queue(id, Outcome::Finished(status)),
+            Action::Raise {
+                id,
+                kind,
+                wait_status,
+                ..
+            } => self.end_queue(id, Outcome::Exception { kind, wait_status }),
+            Action::CancelApp { app_id, .. } => self.app_exception(app_id, "cancel"),
+            Action::Memo { .. } | Action::Log { .. } => {}
+        }
+    }
+
+    fn container_of(&self, app_id: JobId) -> String {
+        let q = self.apps[&app_id].queue_id;
+        self.d
+            .job(q)
+            .map(|j| j.container.clone())
+            .unwrap_or_else(|| "lammps".into())
+    }
+
+    /// Run every forwarded application job one step: start, or finish + clean.
+    fn step_apps(&mut self, finish_all: bool) {
+        let ids: Vec<JobId> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| !a.done)
+            .map(|(k, _)| *k)
+            .collect();
+        for app_id in ids {
+            if !finish_all && self.rand(3) == 0 {
+                continue;
+            }
+            let container = self.container_of(app_id);
+            let a = self.apps[&app_id].clone();
+            if !a.started {
+                self.apps.get_mut(&app_id).unwrap().started = true;
+                self.events.push_back(Event::App {
+                    container,
+                    app_id,
+                    event: AppEvent::Start,
+                });
+            } else {
+                self.apps.get_mut(&app_id).unwrap().done = true;
+                self.app_outcome
+                    .insert(a.queue_id, Outcome::Finished(a.status));
+                self.events.push_back(Event::App {
+                    container: container.clone(),
+                    app_id,
+                    event: AppEvent::Finish { status: a.status },
+                });
+                self.events.push_back(Event::App {
+                    container,
+                    app_id,
+                    event: AppEvent::Clean,
+                });
+            }
+            self.drain();
+        }
+    }
+
+    fn app_exception(&mut self, app_id: JobId, kind: &str) {
+        let Some(a) = self.apps.get(&app_id).cloned() else {
+            return;
+        };
+        if a.done {
+            return;
+        }
+        let container = self.container_of(app_id);
+        self.apps.get_mut(&app_id).unwrap().done = true;
+        self.events.push_back(Event::App {
+            container: container.clone(),
+            app_id,
+            event: AppEvent::Exception {
+                kind: kind.into(),
+                severity: 0,
+                note: format!("{kind} on app side"),
+            },
+        });
+        if a.started {
+            let status = 15; // killed by SIGTERM
+            self.app_outcome.insert(
+                a.queue_id,
+                Outcome::Exception {
+                    kind: kind.into(),
+                    wait_status: Some(status),
+                },
+            );
+            self.events.push_back(Event::App {
+                container: container.clone(),
+                app_id,
+                event: AppEvent::Finish { status },
+            });
+        } else {
+            self.app_outcome.insert(
+                a.queue_id,
+                Outcome::Exception {
+                    kind: kind.into(),
+                    wait_status: None,
+                },
+            );
+        }
+        self.events.push_back(Event::App {
+            container,
+            app_id,
+            event: AppEvent::Clean,
+        });
+    }
+
+    fn check_end(&mut self) {
+        for _ in 0..50 {
+            self.step_apps(true);
+            self.drain();
+        }
+        for fid in &self.granted {
+            match self.cancelled.get(fid) {
+                Some(1) => {}
+                n => self
+                    .violations
+                    .push(format!("fluxion id {fid} cancelled {n:?} times")),
+            }
+        }
+        for (fid, n) in &self.cancelled {
+            if *n > 1 {
+                self.violations
+                    .push(format!("fluxion id {fid} cancelled {n} times"));
+            }
+        }
+        assert_eq!(
+            self.fx.matcher().unwrap().free_cores(),
+            40,
+            "every core is free at the end"
+        );
+        for (id, o) in &self.queue {
+            match (o, self.app_outcome.get(id)) {
+                (None, _) => self.violations.push(format!("queue job {id} never ended")),
+                (Some(q), Some(a)) if q != a
+                    // A queue-side cancel before the app started ends the queue
+                    // job first; its app job then dies of the cancel.
+                    && !matches!(q, Outcome::Exception { kind, .. } if kind == "cancel") => {
+                        self.violations
+                            .push(format!("job {id}: queue {q:?} != app {a:?}"))
+                    }
+                _ => {}
+            }
+        }
+        assert!(
+            self.d.jobs().next().is_none(),
+            "jobs left: {:?}",
+            self.d.jobs().map(|j| (j.id, j.phase)).collect::<Vec<_>>()
+        );
+        assert!(self.violations.is_empty(), "{:#?}", self.violations);
+    }
+}
+
+fn one_core() -> Request {
+    Request::slots(1, 1, 0).with_duration(60)
+}
+
+#[test]
+fn happy_path_mirrors_exit_codes() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 1);
+    s.fail_status.insert(2, 3 << 8);
+    s.fail_status.insert(3, 9); // killed by SIGKILL
+    for id in 1..=3 {
+        s.submit(id, "lammps", &one_core());
+    }
+    s.check_end();
+    assert_eq!(s.queue[&1], Some(Outcome::Finished(0)));
+    assert_eq!(s.queue[&2], Some(Outcome::Finished(768)));
+    assert_eq!(s.queue[&3], Some(Outcome::Finished(9)));
+    assert_eq!(s.d.stats().forwarded, 3);
+}
+
+#[test]
+fn busy_jobs_wait_and_run_when_cores_free() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 2);
+    // Four whole nodes, then one more core: the fifth waits.
+    for id in 1..=4 {
+        s.submit(
+            id,
+            "ior",
+            &Request::nodes(1, Some(10), false).with_duration(60),
+        );
+    }
+    s.submit(5, "ior", &one_core());
+    assert_eq!(
+        s.d.job(5).unwrap().phase,
+        pancake_core::dispatch::Phase::Waiting
+    );
+    s.step_apps(true); // start all
+    s.step_apps(true); // finish all: frees, job 5 goes
+    assert!(s.d.job(5).map(|j| j.app_id.is_some()).unwrap_or(true));
+    s.check_end();
+}
+
+#[test]
+fn never_satisfiable_fails_at_once() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 3);
+    s.submit(1, "lammps", &Request::nodes(5, Some(5), false));
+    s.submit(2, "lammps", &Request::slots(1, 11, 0));
+    s.submit(3, "lammps", &Request::slots(1, 1, 3));
+    for id in 1..=3 {
+        assert!(
+            matches!(&s.queue[&id], Some(Outcome::Exception { kind, .. }) if kind == "alloc"),
+            "job {id}: {:?}",
+            s.queue[&id]
+        );
+    }
+    assert_eq!(
+        s.d.stats().matches,
+        0,
+        "no Fluxion call for an impossible request"
+    );
+    s.check_end();
+}
+
+#[test]
+fn cancel_before_and_after_forwarding() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 4);
+    for id in 1..=4 {
+        s.submit(
+            id,
+            "lammps",
+            &Request::nodes(1, Some(10), false).with_duration(60),
+        );
+    }
+    s.submit(5, "lammps", &one_core()); // waits
+    s.feed(Event::QueueException {
+        id: 5,
+        kind: "cancel".into(),
+        note: "by user".into(),
+    });
+    s.end_queue(
+        5,
+        Outcome::Exception {
+            kind: "cancel".into(),
+            wait_status: None,
+        },
+    );
+    s.drain();
+    // Cancel job 1 after it was forwarded (not started yet).
+    s.feed(Event::QueueException {
+        id: 1,
+        kind: "cancel".into(),
+        note: "by user".into(),
+    });
+    s.end_queue(
+        1,
+        Outcome::Exception {
+            kind: "cancel".into(),
+            wait_status: None,
+        },
+    );
+    s.drain();
+    s.check_end();
+    assert_eq!(s.d.stats().forwarded, 4);
+}
+
+#[test]
+fn app_side_timeout_is_mirrored_with_its_status() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 5);
+    s.submit(1, "ior", &one_core());
+    s.step_apps(true); // start
+    s.drain();
+    let app_id = *s.apps.keys().next().unwrap();
+    s.app_exception(app_id, "timeout");
+    s.drain();
+    assert_eq!(
+        s.queue[&1],
+        Some(Outcome::Exception {
+            kind: "timeout".into(),
+            wait_status: Some(15)
+        })
+    );
+    s.check_end();
+}
+
+#[test]
+fn refused_submit_fails_the_job_and_frees_once() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 6);
+    s.refuse.push("chatterbug".into());
+    s.submit(1, "chatterbug", &one_core());
+    assert!(matches!(&s.queue[&1], Some(Outcome::Exception { kind, .. }) if kind == "pancake"));
+    s.check_end();
+}
+
+#[test]
+fn held_jobs_and_down_containers_wait() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 7);
+    s.feed(Event::ContainerLost {
+        container: "ior".into(),
+    });
+    s.submit(1, "ior", &one_core());
+    s.submit(2, "lammps", &one_core());
+    s.feed(Event::Urgency { id: 2, urgency: 0 });
+    // Job 2 was already matched before the hold arrived? It was submitted first,
+    // so hold a third one before it can be matched.
+    s.queue.insert(3, None);
+    let mut js: serde_json::Value =
+        serde_json::from_str(&one_core().to_jobspec_json(&["true"])).unwrap();
+    js["attributes"]["system"]["container"] = "lammps".into();
+    s.feed(Event::Submitted {
+        id: 3,
+        container: "lammps".into(),
+        jobspec: js.to_string(),
+        priority: 16,
+        t_submit: 1.0,
+        urgency: 0,
+    });
+    assert!(
+        s.d.job(1).unwrap().app_id.is_none(),
+        "container down: job waits"
+    );
+    assert!(s.d.job(3).unwrap().app_id.is_none(), "held: job waits");
+    s.feed(Event::ContainerUp {
+        container: "ior".into(),
+    });
+    s.feed(Event::Urgency { id: 3, urgency: 16 });
+    s.check_end();
+}
+
+#[test]
+fn easy_backfill_never_dispatches_a_reservation() {
+    let mut s = Sim::new(QueuePolicy::Easy, 8);
+    for id in 1..=3 {
+        s.submit(
+            id,
+            "lammps",
+            &Request::nodes(1, Some(10), false).with_duration(100),
+        );
+    }
+    s.submit(
+        4,
+        "lammps",
+        &Request::nodes(2, Some(20), false).with_duration(100),
+    ); // must wait: head
+    s.submit(5, "lammps", &Request::slots(1, 1, 0).with_duration(10)); // backfills
+    assert!(!s.reserved.is_empty(), "the head job got a reservation");
+    assert!(
+        s.d.job(4).unwrap().app_id.is_none(),
+        "a reserved job is never forwarded"
+    );
+    assert!(
+        s.d.job(5).unwrap().app_id.is_some(),
+        "a small job backfills"
+    );
+    s.check_end();
+}
+
+#[test]
+fn randomized_workloads_keep_the_invariants() {
+    for seed in 1..=40u64 {
+        let policy = if seed % 2 == 0 {
+            QueuePolicy::Easy
+        } else {
+            QueuePolicy::Fcfs
+        };
+        let mut s = Sim::new(policy, seed);
+        let containers = ["lammps", "ior", "chatterbug"];
+        for id in 1..=60u64 {
+            let c = containers[s.rand(3) as usize];
+            let req = match s.rand(5) {
+                0 => Request::nodes(1 + s.rand(4) as u32, Some(4), false),
+                1 => Request::slots(1, 1 + s.rand(10) as u32, s.rand(3) as u32),
+                2 => Request::nodes(1 + s.rand(2) as u32, None, false),
+                _ => Request::slots(1 + s.rand(6) as u32, 1, 0),
+            }
+            .with_duration(10 + s.rand(100));
+            if s.rand(4) == 0 {
+                let code = ((1 + s.rand(5)) as i32) << 8;
+                s.fail_status.insert(id, code);
+            }
+            s.submit(id, c, &req);
+            match s.rand(10) {
+                0 => {
+                    let victim = 1 + s.rand(id);
+                    if s.queue.get(&victim) == Some(&None) {
+                        s.feed(Event::QueueException {
+                            id: victim,
+                            kind: "cancel".into(),
+                            note: "random".into(),
+                        });
+                        s.end_queue(
+                            victim,
+                            Outcome::Exception {
+                                kind: "cancel".into(),
+                                wait_status: None,
+                            },
+                        );
+                        s.drain();
+                    }
+                }
+                1 => {
+                    let live: Vec<JobId> = s
+                        .apps
+                        .iter()
+                        .filter(|(_, a)| !a.done)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    if !live.is_empty() {
+                        let v = live[s.rand(live.len() as u64) as usize];
+                        s.app_exception(v, "timeout");
+                        s.drain();
+                    }
+                }
+                _ => {}
+            }
+            s.step_apps(false);
+        }
+        s.check_end();
+    }
+}
+
+#[test]
+fn matched_errors_other_than_busy_fail_the_job() {
+    let mut d = Dispatcher::new(QueuePolicy::Fcfs);
+    d.handle(
+        0.0,
+        Event::ContainerUp {
+            container: "c".into(),
+        },
+    );
+    let mut js: serde_json::Value =
+        serde_json::from_str(&one_core().to_jobspec_json(&["true"])).unwrap();
+    js["attributes"]["system"]["container"] = "c".into();
+    let a = d.handle(
+        0.0,
+        Event::Submitted {
+            id: 7,
+            container: "c".into(),
+            jobspec: js.to_string(),
+            priority: 1,
+            t_submit: 0.0,
+            urgency: 16,
+        },
+    );
+    assert!(matches!(
+        a.as_slice(),
+        [Action::Match {
+            id: 7,
+            reserve: false,
+            ..
+        }]
+    ));
+    let a = d.handle(
+        0.0,
+        Event::Matched {
+            id: 7,
+            result: Err(FluxionError::Unavailable("down".into())),
+        },
+    );
+    assert!(
+        a.iter().all(|a| !matches!(a, Action::Raise { .. })),
+        "unavailable: the job waits"
+    );
+    let a = d.handle(
+        0.0,
+        Event::ContainerUp {
+            container: "c".into(),
+        },
+    );
+    assert!(
+        matches!(a.as_slice(), [Action::Match { id: 7, .. }]),
+        "retried on the next event"
+    );
+    let a = d.handle(
+        0.0,
+        Event::Matched {
+            id: 7,
+            result: Err(FluxionError::Unsatisfiable("too big".into())),
+        },
+    );
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Raise { id: 7, kind, .. } if kind == "alloc"))
+    );
+    assert!(d.job(7).is_none());
+}
