@@ -5,12 +5,30 @@
 //! policy (through the `Fluxion` trait: jobspec parse, match, JGF output), then
 //! the JGF load time and peak RSS for three graph sizes. Each load runs in its
 //! own process (this binary with `load N C G`) so peak RSS is per size.
+//!
+//! When flux-sched's `resource-query` is found at run time (`$RESOURCE_QUERY`,
+//! `PATH`, `/usr/local/bin`, `/usr/local/libexec/flux`; see `tests/rq/mod.rs`)
+//! and `BENCH_RESOURCE_QUERY` is not `0`, a last table runs the same inputs
+//! through it in the same run and prints the ratio resource-query time /
+//! pancake time: one-core matches filling 256×32 under `first` and `lonode`,
+//! whole-node matches on 256×32 under both, and the JGF load of 256×32 and
+//! 1024×128. resource-query is timed two ways: by its own per-match
+//! `ELAPSE=` (printed with `-e`: jobspec parse, traversal, JGF writer; the
+//! counterpart of pancake's trait call) and from the outside (wall clock of a
+//! scripted session of N matches minus that of a load-only session, which adds
+//! reading each jobspec file and printing the result). Its load time is its
+//! own `Graph Load Time` (JGF parse and graph build, the file already read).
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fluxion::conformance::sample_rv1;
 use fluxion::{EmbeddedFluxion, Fluxion, Request, rv1_to_jgf};
+
+#[path = "../tests/rq/mod.rs"]
+mod rq;
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -77,6 +95,10 @@ fn main() {
         return;
     }
     let policies = ["first", "low", "lonode", "high", "hinode"];
+    // (policy, whole nodes) -> seconds per match on 256×32, for the comparison.
+    let mut per_match_256: HashMap<(&str, bool), f64> = HashMap::new();
+    // (nodes, cores) -> load seconds, for the comparison.
+    let mut load_secs: HashMap<(u32, u32), f64> = HashMap::new();
     println!("## Matching (through the Fluxion trait: jobspec parse + match + JGF output)\n");
     println!(
         "| graph | policy | one core at a time: matches/s | µs/match | one node at a time: matches/s | µs/match |"
@@ -86,6 +108,10 @@ fn main() {
         for p in policies {
             let (n1, s1) = fill(nodes, cores, p, false);
             let (n2, s2) = fill(nodes, cores, p, true);
+            if (nodes, cores) == (256, 32) {
+                per_match_256.insert((p, false), s1 / n1 as f64);
+                per_match_256.insert((p, true), s2 / n2 as f64);
+            }
             println!(
                 "| {nodes}×{cores} | {p} | {:.0} | {:.2} | {:.0} | {:.2} |",
                 n1 as f64 / s1,
@@ -121,6 +147,11 @@ fn main() {
             continue;
         }
         let kib = |s: &str| s.parse::<f64>().unwrap_or(0.0) / 1024.0;
+        if gpus == 0
+            && let Ok(secs) = f[2].parse::<f64>()
+        {
+            load_secs.insert((nodes, cores), secs);
+        }
         println!(
             "| {nodes} nodes × {cores} cores × {gpus} GPUs | {} | {} | {} | {:.0}{} | {:.0} | {} |",
             f[0],
@@ -135,5 +166,165 @@ fn main() {
             kib(f[4]),
             f[6]
         );
+    }
+    against_resource_query(&per_match_256, &load_secs);
+}
+
+/// resource-query's time for `n` identical matches on `jgf_file`: (own
+/// ELAPSE sum, wall of the session minus the load-only session), both seconds.
+fn rq_fill(
+    exe: &Path,
+    dir: &rq::Scratch,
+    jgf_file: &Path,
+    policy: &str,
+    whole_nodes: bool,
+    n: u32,
+) -> Result<(f64, f64), String> {
+    let req = if whole_nodes {
+        Request::nodes(1, None, true)
+    } else {
+        Request::slots(1, 1, 0)
+    };
+    let js = dir.write(
+        if whole_nodes {
+            "node.json"
+        } else {
+            "core.json"
+        },
+        &req.to_jobspec_json(&["x"]),
+    );
+    let opts = rq::Options {
+        policy,
+        match_format: "jgf",
+        elapse: true,
+        markers: false,
+        timeout: Duration::from_secs(600),
+    };
+    let load_only = rq::run(exe, jgf_file, &opts, &[])?;
+    let cmds = vec![
+        rq::Cmd::Match {
+            op: "allocate",
+            jobspec: js,
+        };
+        n as usize
+    ];
+    let s = rq::run(exe, jgf_file, &opts, &cmds)?;
+    let allocated = s
+        .replies
+        .iter()
+        .filter(|r| r.verdict == rq::Verdict::Allocated)
+        .count();
+    if allocated != n as usize {
+        return Err(format!(
+            "{allocated} of {n} matches allocated; stderr: {}",
+            s.stderr.lines().next().unwrap_or("")
+        ));
+    }
+    let own: f64 = s.replies.iter().filter_map(|r| r.elapse).sum();
+    let wall = s.wall.saturating_sub(load_only.wall).as_secs_f64();
+    Ok((own, wall))
+}
+
+/// The comparison table (see the module docs).
+fn against_resource_query(
+    per_match_256: &HashMap<(&str, bool), f64>,
+    load_secs: &HashMap<(u32, u32), f64>,
+) {
+    if std::env::var("BENCH_RESOURCE_QUERY").is_ok_and(|v| v == "0") {
+        println!("\nresource-query comparison skipped (BENCH_RESOURCE_QUERY=0)");
+        return;
+    }
+    let exe = match rq::find() {
+        rq::Found::Yes(p) => p,
+        rq::Found::No => {
+            println!("\nresource-query (flux-sched) not found: no comparison");
+            return;
+        }
+        rq::Found::Broken(p, why) => {
+            println!(
+                "\nresource-query at {} does not run ({why}): no comparison",
+                p.display()
+            );
+            return;
+        }
+    };
+    let dir = rq::Scratch::new("bench");
+    let jgf_256 = dir.write(
+        "g256.json",
+        &rv1_to_jgf(&sample_rv1(256, 32, 0)).expect("jgf"),
+    );
+    println!(
+        "\n## Against flux-sched's resource-query ({}), same inputs, same run\n",
+        exe.display()
+    );
+    println!(
+        "ratio = resource-query time / pancake time; \"own\" is resource-query's per-match ELAPSE, \"wall\" is session minus load-only session\n"
+    );
+    println!(
+        "| workload (256×32, fill) | policy | pancake µs/match | resource-query own µs/match | ratio | resource-query wall µs/match | ratio |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (whole, what, n) in [
+        (false, "one core at a time", 256 * 32),
+        (true, "one node at a time", 256),
+    ] {
+        for policy in ["first", "lonode"] {
+            let Some(&ours) = per_match_256.get(&(policy, whole)) else {
+                continue;
+            };
+            match rq_fill(&exe, &dir, &jgf_256, policy, whole, n) {
+                Ok((own, wall)) => {
+                    let (own, wall) = (own / f64::from(n), wall / f64::from(n));
+                    println!(
+                        "| {what} | {policy} | {:.2} | {:.2} | {:.1}× | {:.2} | {:.1}× |",
+                        ours * 1e6,
+                        own * 1e6,
+                        own / ours,
+                        wall * 1e6,
+                        wall / ours
+                    );
+                }
+                Err(e) => println!(
+                    "| {what} | {policy} | {:.2} | failed: {e} | | | |",
+                    ours * 1e6
+                ),
+            }
+        }
+    }
+    println!(
+        "\n| JGF load (Init) | pancake s | resource-query own s | ratio | resource-query load-only session wall s | ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (nodes, cores) in [(256u32, 32u32), (1024, 128)] {
+        let Some(&ours) = load_secs.get(&(nodes, cores)) else {
+            continue;
+        };
+        let file = if (nodes, cores) == (256, 32) {
+            jgf_256.clone()
+        } else {
+            dir.write(
+                "g-load.json",
+                &rv1_to_jgf(&sample_rv1(nodes, cores, 0)).expect("jgf"),
+            )
+        };
+        let opts = rq::Options {
+            policy: "first",
+            match_format: "jgf",
+            elapse: true,
+            markers: false,
+            timeout: Duration::from_secs(600),
+        };
+        match rq::run(&exe, &file, &opts, &[]) {
+            Ok(s) => {
+                let own = s.load_time.unwrap_or(f64::NAN);
+                let wall = s.wall.as_secs_f64();
+                println!(
+                    "| {nodes} nodes × {cores} cores | {ours:.3} | {own:.3} | {:.1}× | {wall:.3} | {:.1}× |",
+                    own / ours,
+                    wall / ours
+                );
+            }
+            Err(e) => println!("| {nodes} nodes × {cores} cores | {ours:.3} | failed: {e} | | | |"),
+        }
     }
 }
