@@ -8,5 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod dispatch;
+pub mod journal;
 pub mod options;
 pub mod role;

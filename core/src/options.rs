@@ -8,16 +8,51 @@
 use serde_json::{Value, json};
 
 /// Parsed options.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Where Fluxion is: `None` for the embedded matcher, else a gRPC address.
     pub fluxion: Option<String>,
+    /// Fluxion match policy (`first`, `low`/`lonode`, `high`/`hinode`).
+    pub policy: String,
+    /// How waiting jobs are taken: `fcfs` or `easy`.
+    pub queue_policy: crate::dispatch::QueuePolicy,
+    /// The Flux Operator view root (`meta/`, `run/flux/local-<i>`, `system/R-<i>`).
+    pub view: Option<String>,
+    /// Application brokers named explicitly: (name, URI).
+    pub brokers: Vec<(String, String)>,
+    /// Application brokers refuse every job not forwarded by pancake.
+    pub strict: bool,
+    /// The jobtap plugin to load on application brokers.
+    pub plugin: String,
     /// Keys given on the command line (they override the config table).
     from_args: Vec<String>,
 }
 
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fluxion: None,
+            policy: "first".into(),
+            queue_policy: crate::dispatch::QueuePolicy::Fcfs,
+            view: None,
+            brokers: Vec::new(),
+            strict: false,
+            plugin: "pancake-bypass.so".into(),
+            from_args: Vec::new(),
+        }
+    }
+}
+
 /// Every key pancake accepts.
-const KEYS: &[&str] = &["fluxion"];
+const KEYS: &[&str] = &["fluxion", "policy", "queue-policy", "view", "broker", "strict", "plugin"];
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{key}={v}: expected true or false")),
+    }
+}
 
 impl Options {
     /// Parse module arguments (`key=value` words).
@@ -82,7 +117,15 @@ impl Options {
 
     /// The options as JSON (for `pancake.status`).
     pub fn to_json(&self) -> Value {
-        json!({ "fluxion": self.fluxion.as_deref().unwrap_or("embedded") })
+        json!({
+            "fluxion": self.fluxion.as_deref().unwrap_or("embedded"),
+            "policy": self.policy,
+            "queue-policy": self.queue_policy.name(),
+            "view": self.view,
+            "brokers": self.brokers.iter().map(|(n, u)| json!({"name": n, "uri": u})).collect::<Vec<_>>(),
+            "strict": self.strict,
+            "plugin": self.plugin,
+        })
     }
 }
 
@@ -119,6 +162,34 @@ mod tests {
                 .contains("not key=value")
         );
         assert!(Options::parse(&args(&["fluxion=http://x"])).is_err());
+    }
+
+    #[test]
+    fn all_options() {
+        let o = Options::parse(&args(&[
+            "policy=lonode",
+            "queue-policy=easy",
+            "view=/mnt/flux/view",
+            "broker=lammps=local:///tmp/l",
+            "broker=ior=local:///tmp/i",
+            "strict=true",
+            "plugin=/x/pancake-bypass.so",
+        ]))
+        .unwrap();
+        assert_eq!(o.policy, "lonode");
+        assert_eq!(o.queue_policy, crate::dispatch::QueuePolicy::Easy);
+        assert_eq!(o.view.as_deref(), Some("/mnt/flux/view"));
+        assert_eq!(o.brokers.len(), 2);
+        assert!(o.strict);
+        assert!(Options::parse(&args(&["policy=nope"])).is_err());
+        assert!(Options::parse(&args(&["queue-policy=lifo"])).is_err());
+        assert!(Options::parse(&args(&["broker=lammps"])).is_err());
+        assert!(Options::parse(&args(&["strict=maybe"])).is_err());
+        let mut o = Options::default();
+        o.apply_config(&json!({"pancake": {"brokers": {"a": "local:///a"}, "queue_policy": "easy"}}))
+            .unwrap();
+        assert_eq!(o.brokers, vec![("a".to_string(), "local:///a".to_string())]);
+        assert_eq!(o.queue_policy, crate::dispatch::QueuePolicy::Easy);
     }
 
     #[test]

@@ -91,7 +91,20 @@ impl HandleRef {
         let p = unsafe { flux_sys::flux_incref(self.as_ptr()) };
         Handle {
             ptr: NonNull::new(p).unwrap_or_else(|| NonNull::from(self).cast()),
+            comms_error: None,
         }
+    }
+
+    /// `FLUX_POLL*` bits of the connection; `FLUX_POLLERR` means it failed.
+    pub fn pollevents(&self) -> i32 {
+        // SAFETY: live handle.
+        unsafe { flux_sys::flux_pollevents(self.as_ptr()) }
+    }
+
+    /// True when the connection has failed.
+    pub fn is_broken(&self) -> bool {
+        let ev = self.pollevents();
+        ev < 0 || ev & flux_sys::FLUX_POLLERR as i32 != 0
     }
 
     /// Subscribe to events whose topic starts with `topic`.
@@ -105,6 +118,24 @@ impl HandleRef {
 /// An owned connection to a broker (`flux_open_ex`), closed on drop.
 pub struct Handle {
     ptr: NonNull<flux_sys::flux_t>,
+    comms_error: Option<std::rc::Rc<crate::ffi::CbCell<CommsErrorFn>>>,
+}
+
+type CommsErrorFn = dyn FnMut(i32);
+
+extern "C" fn comms_error_trampoline(_h: *mut flux_sys::flux_t, arg: *mut libc::c_void) -> libc::c_int {
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ECONNRESET);
+    let r = crate::ffi::guard(|| {
+        // SAFETY: arg is Rc::as_ptr of the cell owned by the Handle, which
+        // outlives its own comms errors.
+        unsafe { crate::ffi::CbCell::<CommsErrorFn>::invoke(arg as *const crate::ffi::CbCell<CommsErrorFn>, |cb| cb(errno)) }
+    })
+    .and_then(|inner| inner);
+    if let Err(p) = r {
+        crate::log::report_panic(None, "comms error callback", &p);
+    }
+    // Never retry: the caller closes and reconnects this handle itself.
+    -1
 }
 
 impl std::fmt::Debug for Handle {
@@ -135,7 +166,7 @@ impl Handle {
             )
         };
         match NonNull::new(p) {
-            Some(ptr) => Ok(Handle { ptr }),
+            Some(ptr) => Ok(Handle { ptr, comms_error: None }),
             None => {
                 let errno = Error::last_os().errno;
                 // SAFETY: flux_open_ex fills err.text with a NUL-terminated string.
@@ -146,6 +177,25 @@ impl Handle {
                 ))
             }
         }
+    }
+}
+
+impl Handle {
+    /// Call `cb` (with the errno) when this connection fails. The handle
+    /// then stays failed: the failure also stops the reactor it is attached
+    /// to with an error, so the owner must drop this handle and reconnect.
+    pub fn on_comms_error(&mut self, cb: impl FnMut(i32) + 'static) {
+        let cell = crate::ffi::CbCell::<CommsErrorFn>::new(Box::new(cb));
+        // SAFETY: live handle; arg points into `cell`, owned by self for as
+        // long as the handle exists.
+        unsafe {
+            flux_sys::flux_comms_error_set(
+                self.ptr.as_ptr(),
+                Some(comms_error_trampoline),
+                std::rc::Rc::as_ptr(&cell) as *mut libc::c_void,
+            )
+        };
+        self.comms_error = Some(cell);
     }
 }
 

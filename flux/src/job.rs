@@ -37,6 +37,16 @@ pub fn encode(id: JobId, kind: &str) -> Result<String> {
     Ok(unsafe { cstr_to_string(buf.as_ptr()) }.unwrap_or_default())
 }
 
+/// The KVS key of `key` in job `id`'s directory (e.g. `job.0000.0004.b200.0000.J`).
+pub fn kvs_key(id: JobId, key: &str) -> Result<String> {
+    let k = cstring(key)?;
+    let mut buf = [0 as libc::c_char; 128];
+    // SAFETY: buf is writable for its length; k is a valid C string.
+    cvt(unsafe { flux_sys::flux_job_kvs_key(buf.as_mut_ptr(), buf.len() as i32, id, k.as_ptr()) })?;
+    // SAFETY: NUL-terminated on success.
+    Ok(unsafe { cstr_to_string(buf.as_ptr()) }.unwrap_or_default())
+}
+
 /// Parse a job id in any form Flux accepts.
 pub fn parse(s: &str) -> Result<JobId> {
     let c = cstring(s)?;

@@ -104,13 +104,46 @@ type Callback = dyn FnMut(&PluginRef, &str, &Args) -> Result<()>;
 struct State {
     callbacks: Vec<Rc<CbCell<Callback>>>,
     services: Vec<Rc<CbCell<Handler>>>,
+    /// Cleared when the plugin is destroyed, so [`WeakPlugin`]s go dead.
+    alive: Rc<std::cell::Cell<bool>>,
 }
 
 extern "C" fn state_destroy(arg: *mut libc::c_void) {
     let _ = guard(|| {
         // SAFETY: arg is the Box<State> leaked in PluginRef::state.
-        drop(unsafe { Box::from_raw(arg.cast::<State>()) });
+        let state = unsafe { Box::from_raw(arg.cast::<State>()) };
+        state.alive.set(false);
+        drop(state);
     });
+}
+
+/// A plugin reference that closures (service handlers, future
+/// continuations) can keep: [`WeakPlugin::with`] reaches the plugin only
+/// while it is loaded.
+#[derive(Clone)]
+pub struct WeakPlugin {
+    ptr: *mut flux_sys::flux_plugin_t,
+    alive: Rc<std::cell::Cell<bool>>,
+}
+
+impl std::fmt::Debug for WeakPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WeakPlugin({:p}, alive={})", self.ptr, self.alive.get())
+    }
+}
+
+impl WeakPlugin {
+    /// Run `f` with the plugin, or return `None` once it is unloaded.
+    pub fn with<R>(&self, f: impl FnOnce(&PluginRef) -> R) -> Option<R> {
+        if !self.alive.get() {
+            return None;
+        }
+        // SAFETY: `alive` is true until the plugin's aux state is destroyed,
+        // which happens only when the plugin itself is destroyed; until then
+        // ptr is the live plugin, and we are on its (job-manager) thread
+        // because WeakPlugin is !Send.
+        Some(f(unsafe { PluginRef::from_ptr(self.ptr) }))
+    }
 }
 
 extern "C" fn callback_trampoline(
@@ -166,7 +199,7 @@ impl PluginRef {
         // SAFETY: live plugin; the key is a valid C string.
         let mut p = unsafe { flux_sys::flux_plugin_aux_get(self.as_ptr(), KEY.as_ptr()) };
         if p.is_null() {
-            let b = Box::into_raw(Box::<State>::default());
+            let b = Box::into_raw(Box::new(State { alive: Rc::new(std::cell::Cell::new(true)), ..State::default() }));
             // SAFETY: the plugin takes ownership of b and frees it with state_destroy.
             if unsafe {
                 flux_sys::flux_plugin_aux_set(
@@ -186,6 +219,12 @@ impl PluginRef {
         // SAFETY: p is the State stored above; plugin callbacks run on one thread
         // and never hold two of these borrows at once (registration only).
         Ok(unsafe { &mut *p.cast::<State>() })
+    }
+
+    /// A reference to this plugin that closures may keep.
+    pub fn weak(&self) -> Result<WeakPlugin> {
+        let alive = Rc::clone(&self.state()?.alive);
+        Ok(WeakPlugin { ptr: self.as_ptr(), alive })
     }
 
     /// The job-manager's handle (never block on it).
@@ -240,10 +279,14 @@ impl PluginRef {
         &self,
         method: &str,
         role: Role,
-        cb: impl FnMut(&HandleRef, &MsgRef) + 'static,
+        mut cb: impl FnMut(&PluginRef, &HandleRef, &MsgRef) + 'static,
     ) -> Result<()> {
         let m = cstring(method)?;
-        let cell = CbCell::<Handler>::new(Box::new(cb));
+        let weak = self.weak()?;
+        let cell = CbCell::<Handler>::new(Box::new(move |h: &HandleRef, msg: &MsgRef| {
+            // The handler is owned by the plugin, so the plugin is alive.
+            weak.with(|p| cb(p, h, msg));
+        }));
         let mask = match role {
             Role::Owner => 0,
             Role::User => flux_sys::FLUX_ROLE_USER,

@@ -1,32 +1,339 @@
 //! The `pancake-bypass` jobtap plugin.
 //!
 //! Loaded with `flux jobtap load pancake-bypass.so role=queue` in the queue
-//! broker, and (by the pancake module) with `role=app` in each application
-//! broker. The plugin must not start threads: the job-manager `dlclose`s it
-//! on `flux jobtap remove`.
+//! broker, and by the pancake module with `role=app container=NAME
+//! [strict=true]` in each application broker. The plugin must not start
+//! threads: the job-manager `dlclose`s it on `flux jobtap remove`.
+//!
+//! * **queue role**, for jobs with `attributes.system.container`: refuse
+//!   unknown containers, guests, and user-set `alloc-bypass`/`exec`
+//!   attributes; flag the job `alloc-bypass` and switch it to test-exec
+//!   override mode; hold it in DEPEND (`depends:pancake`) until the module
+//!   calls `release` with the R the application job got; then allocate it
+//!   alloc-bypass style (commit R, post `alloc`) so it runs as a mirror.
+//! * **app role**: admit only owner jobs carrying a pancake R that lies
+//!   inside this broker's resources and overlaps no running pancake job
+//!   (defence in depth against a buggy module); in strict mode refuse every
+//!   other job; allocate admitted jobs alloc-bypass style.
 
 #![deny(unsafe_code)]
 
-use flux::jobtap::PluginRef;
-use serde_json::json;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
+use flux::jobtap::{Args, CURRENT_JOB, PluginRef};
+use flux::job::JobId;
+use flux::{Level, Pending, Role as MsgRole};
+use fluxion::Rv1;
 use pancake_core::role::Role;
+use serde_json::{Value, json};
 
 flux::jobtap_plugin!(plugin_init);
 
-/// The plugin's name as `flux jobtap list` shows it (also set by the file name).
+/// The plugin's name (Flux also derives it from the file name).
 pub const NAME: &str = "pancake-bypass";
 
+/// The dependency that holds a container job until its application job starts.
+pub const DEPENDENCY: &str = "pancake";
+
+/// Plugin state (job-manager thread only).
+#[derive(Default)]
+struct State {
+    /// queue: containers the module knows.
+    containers: BTreeSet<String>,
+    /// queue: R handed over by `release`, until `job.state.sched` uses it.
+    release_r: BTreeMap<JobId, Value>,
+    /// app: this container's name (for messages) and strict mode.
+    container: String,
+    strict: bool,
+    /// app: this broker's resources.
+    resources: Option<Rv1>,
+    /// app: R of admitted pancake jobs that are not inactive yet.
+    admitted: BTreeMap<JobId, Rv1>,
+    /// In-flight KVS commits and lookups (destroyed with the plugin).
+    commits: Pending,
+}
+
+type Shared = Rc<RefCell<State>>;
+
+fn owner_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
 fn plugin_init(p: &PluginRef) -> flux::Result<()> {
-    let role =
-        Role::from_conf(&p.conf()).map_err(|e| flux::Error::inval(format!("{NAME}: {e}")))?;
+    let conf = p.conf();
+    let role = Role::from_conf(&conf).map_err(|e| flux::Error::inval(format!("{NAME}: {e}")))?;
     p.set_name(NAME)?;
-    p.add_handler("plugin.query", move |_p, _topic, args| {
-        args.set_output(&json!({ "role": role.as_str(), "version": env!("CARGO_PKG_VERSION") }))
-    })?;
-    p.handle()?.log(
-        flux::Level::Info,
-        &format!("{NAME}: loaded in {} role", role.as_str()),
-    );
+    let st: Shared = Rc::new(RefCell::new(State::default()));
+    {
+        let s2 = Rc::clone(&st);
+        p.add_handler("plugin.query", move |_p, _topic, args| {
+            let s = s2.borrow();
+            args.set_output(&json!({
+                "role": role.as_str(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "containers": s.containers,
+                "container": s.container,
+                "strict": s.strict,
+                "admitted": s.admitted.keys().collect::<Vec<_>>(),
+            }))
+        })?;
+    }
+    match role {
+        Role::Queue => init_queue(p, &st)?,
+        Role::App => init_app(p, &st, &conf)?,
+    }
+    p.handle()?.log(Level::Info, &format!("{NAME}: loaded in {} role", role.as_str()));
     Ok(())
+}
+
+/// The container a job targets, from its (redacted) jobspec.
+fn container_of(input: &Value) -> Option<&str> {
+    input.pointer("/jobspec/attributes/system/container").and_then(Value::as_str)
+}
+
+fn job_id(input: &Value) -> JobId {
+    input.get("id").and_then(Value::as_u64).unwrap_or(CURRENT_JOB)
+}
+
+/// A container name is used in paths, logs and memo keys: keep it tame.
+pub fn valid_container_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.')
+}
+
+fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
+    let s = Rc::clone(st);
+    p.add_handler("job.validate", move |p, _topic, args| {
+        let input = args.input()?;
+        let Some(container) = container_of(&input) else { return Ok(()) };
+        let sys = input.pointer("/jobspec/attributes/system").cloned().unwrap_or(Value::Null);
+        if !valid_container_name(container) {
+            return p.reject(args, &format!("pancake: invalid container name {container:?}"));
+        }
+        {
+            let s = s.borrow();
+            if s.containers.is_empty() {
+                return p.reject(
+                    args,
+                    "pancake: the pancake module is not loaded on this broker (or knows no containers yet)",
+                );
+            }
+            if !s.containers.contains(container) {
+                let known: Vec<&str> = s.containers.iter().map(String::as_str).collect();
+                return p.reject(
+                    args,
+                    &format!("pancake: unknown container {container:?} (known: {})", known.join(", ")),
+                );
+            }
+        }
+        let uid = input.get("userid").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if uid != u64::from(owner_uid()) {
+            return p.reject(
+                args,
+                &format!(
+                    "pancake: only the instance owner (uid {}) may submit container jobs: a forwarded job runs as the application broker's owner",
+                    owner_uid()
+                ),
+            );
+        }
+        for key in pancake_core::dispatch::RESERVED_ATTRIBUTES {
+            if sys.get(*key).is_some() {
+                return p.reject(
+                    args,
+                    &format!("pancake: attributes.system.{key} is set by pancake on container jobs; do not set it"),
+                );
+            }
+        }
+        p.set_flag(CURRENT_JOB, "alloc-bypass")?;
+        p.jobspec_update(&json!({
+            "attributes.system.exec.test": { "override": 1, "run_duration": "0" }
+        }))?;
+        Ok(())
+    })?;
+    p.add_handler("job.state.depend", move |p, _topic, args| {
+        let input = args.input()?;
+        if container_of(&input).is_some() {
+            p.dependency_add(CURRENT_JOB, DEPENDENCY)?;
+        }
+        Ok(())
+    })?;
+    let s = Rc::clone(st);
+    p.add_handler("job.state.sched", move |p, _topic, args| {
+        let input = args.input()?;
+        let id = job_id(&input);
+        let r = s.borrow_mut().release_r.remove(&id);
+        if let Some(r) = r {
+            bypass_alloc(p, args, &s, id, r)?;
+        }
+        Ok(())
+    })?;
+    let s = Rc::clone(st);
+    p.service_register("release", MsgRole::Owner, {
+        let s = Rc::clone(&s);
+        move |p, h, msg| {
+            let req: Value = match msg.request_json() {
+                Ok(v) => v,
+                Err(e) => return drop(h.respond_error(msg, &e)),
+            };
+            let (Some(id), Some(r)) = (req.get("id").and_then(Value::as_u64), req.get("R")) else {
+                return drop(h.respond_error(msg, &flux::Error::proto("release needs id and R")));
+            };
+            s.borrow_mut().release_r.insert(id, r.clone());
+            // Removing the last dependency cascades into job.state.sched
+            // right here, which takes the R stored above.
+            match p.dependency_remove(id, DEPENDENCY) {
+                Ok(()) => drop(h.respond(msg, None)),
+                Err(e) => {
+                    s.borrow_mut().release_r.remove(&id);
+                    drop(h.respond_error(msg, &flux::Error::new(e.errno, format!("release {id}: {}", e.message()))));
+                }
+            }
+        }
+    })?;
+    p.service_register("containers", MsgRole::Owner, move |_p, h, msg| {
+        let req: Value = match msg.request_json() {
+            Ok(v) => v,
+            Err(e) => return drop(h.respond_error(msg, &e)),
+        };
+        let names: BTreeSet<String> = req
+            .get("names")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        s.borrow_mut().containers = names;
+        drop(h.respond(msg, None));
+    })?;
+    Ok(())
+}
+
+/// Allocate job `id` with `r` without the scheduler, as alloc-bypass does:
+/// return R in OUT (the job-manager keeps it as the job's R), commit it to
+/// the job's KVS directory (job-exec reads it there), then post `alloc`.
+fn bypass_alloc(p: &PluginRef, args: &Args, st: &Shared, id: JobId, r: Value) -> flux::Result<()> {
+    let h = p.handle()?;
+    let mut txn = flux::kvs::KvsTxn::new()?;
+    txn.put(&flux::job::kvs_key(id, "R")?, &r.to_string())?;
+    let f = h.kvs_commit(&txn)?;
+    let plugin = p.weak()?;
+    st.borrow().commits.spawn(f, -1.0, move |f| {
+        let res = f.kvs_commit_get();
+        plugin.with(|p| {
+            let res = res.and_then(|()| p.event_post(id, "alloc", &json!({ "bypass": true })));
+            if let Err(e) = res {
+                let _ = p.raise_exception(id, "alloc", 0, &format!("pancake: failed to commit R: {}", e.message()));
+            }
+        });
+    })?;
+    args.set_output(&json!({ "R": r }))
+}
+
+fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
+    {
+        let mut s = st.borrow_mut();
+        s.container = conf.get("container").and_then(Value::as_str).unwrap_or("").to_string();
+        s.strict = matches!(conf.get("strict"), Some(Value::Bool(true)))
+            || conf.get("strict").and_then(Value::as_str).is_some_and(|v| v == "true" || v == "1");
+    }
+    // This broker's resources, read once (asynchronously: never block the job-manager).
+    let h = p.handle()?;
+    let f = h.kvs_lookup("resource.R")?;
+    let s = Rc::clone(st);
+    st.borrow().commits.spawn(f, -1.0, move |f| match f.kvs_lookup_get().map(Rv1::parse) {
+        Ok(Ok(r)) => s.borrow_mut().resources = Some(r),
+        Ok(Err(e)) => report(f.handle(), &format!("resource.R: {e}")),
+        Err(e) => report(f.handle(), &format!("resource.R: {}", e.message())),
+    })?;
+
+    let s = Rc::clone(st);
+    p.add_handler("job.validate", move |p, _topic, args| {
+        let input = args.input()?;
+        let r = input.pointer("/jobspec/attributes/system/alloc-bypass/R").cloned();
+        let st = s.borrow();
+        let Some(r) = r else {
+            if st.strict {
+                let name = if st.container.is_empty() { "<this container>" } else { &st.container };
+                return p.reject(
+                    args,
+                    &format!(
+                        "pancake: this broker runs only jobs forwarded by pancake; submit on the queue broker with --setattr=container={name}"
+                    ),
+                );
+            }
+            return Ok(());
+        };
+        let uid = input.get("userid").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if uid != u64::from(owner_uid()) {
+            return p.reject(args, "pancake: only the instance owner may submit a job with a pancake R");
+        }
+        let r = match serde_json::from_value::<Rv1>(r).map_err(|e| e.to_string()).and_then(|r| {
+            r.validate().map_err(|e| e.to_string())?;
+            Ok(r)
+        }) {
+            Ok(r) => r,
+            Err(e) => return p.reject(args, &format!("pancake: invalid R: {e}")),
+        };
+        let Some(mine) = &st.resources else {
+            return p.reject(args, "pancake: this broker's resource.R is not loaded yet; retry");
+        };
+        match r.is_subset_of(mine) {
+            Ok(true) => {}
+            Ok(false) => return p.reject(args, "pancake: R is not inside this broker's resources"),
+            Err(e) => return p.reject(args, &format!("pancake: R: {e}")),
+        }
+        for (other, held) in &st.admitted {
+            if held.overlaps(&r).unwrap_or(true) {
+                return p.reject(
+                    args,
+                    &format!("pancake: R overlaps running job {}", flux::job::id_f58(*other)),
+                );
+            }
+        }
+        drop(st);
+        s.borrow_mut().admitted.insert(job_id(&input), r);
+        p.set_flag(CURRENT_JOB, "alloc-bypass")?;
+        Ok(())
+    })?;
+    let s = Rc::clone(st);
+    p.add_handler("job.state.sched", move |p, _topic, args| {
+        let input = args.input()?;
+        let id = job_id(&input);
+        let r = s.borrow().admitted.get(&id).cloned();
+        if let Some(r) = r {
+            let r = serde_json::to_value(&r).map_err(flux::Error::from)?;
+            bypass_alloc(p, args, &s, id, r)?;
+        }
+        Ok(())
+    })?;
+    let s = Rc::clone(st);
+    p.add_handler("job.state.inactive", move |_p, _topic, args| {
+        let input = args.input()?;
+        s.borrow_mut().admitted.remove(&job_id(&input));
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn report(h: Option<&flux::HandleRef>, text: &str) {
+    if let Some(h) = h {
+        h.log(Level::Err, &format!("{NAME}: {text}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names() {
+        for ok in ["lammps", "ior", "chatter-bug_2", "a.b"] {
+            assert!(valid_container_name(ok), "{ok}");
+        }
+        for bad in ["", "../etc", "a/b", ".hidden", "sp ace", &"x".repeat(65)] {
+            assert!(!valid_container_name(bad), "{bad}");
+        }
+    }
 }
