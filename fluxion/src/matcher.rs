@@ -35,17 +35,18 @@
 //! and `variation` are not offered.)
 //!
 //! Compared with flux-sched (v0.54, `tests/differential.rs` runs both): under
-//! `lonode`, `hinode`, `lonodex`, `hinodex` and `firstnodex` pancake and
-//! Fluxion agree on every verdict and on the cores, GPUs and nodes of every
-//! allocation over whole sequences. Fluxion's `low`/`high` have no node
-//! factor: slots are ranked by the ids of their own cores across all nodes,
-//! so jobs without a node level spread (three one-core slots take core 0 of
-//! three nodes), where pancake's pack. Fluxion's `first` is `high` with a node
-//! factor that stops at the first match, visiting nodes by a lazily updated
-//! free count (then highest `uniq_id`): its first job lands on the last node,
-//! later ones spread. Under those three policies the two place differently,
-//! and so may answer later requests differently, but on the same state they
-//! agree on busy / unsatisfiable and on the cores and GPUs taken.
+//! `lonode`, `hinode`, `lonodex` and `hinodex` (and `firstnodex` on graphs of
+//! alike nodes) pancake and Fluxion agree on every verdict and on the cores,
+//! GPUs and nodes of every allocation over whole sequences. Fluxion's
+//! `low`/`high` have no node factor: slots are ranked by the ids of their own
+//! cores across all nodes, so jobs without a node level spread (three
+//! one-core slots take core 0 of three nodes), where pancake's pack.
+//! Fluxion's `first` is `high` with a node factor that stops at the first
+//! match, visiting nodes by a lazily updated free count (then highest
+//! `uniq_id`): its first job lands on the last node, later ones spread. Under
+//! those policies the two place differently, and so may answer later requests
+//! differently, but on the same state they agree on busy / unsatisfiable and
+//! on the cores and GPUs taken.
 //!
 //! # Speed
 //!
