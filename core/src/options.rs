@@ -82,6 +82,40 @@ impl Options {
                 };
                 Ok(())
             }
+            "policy" => {
+                fluxion::Policy::parse(value)
+                    .map_err(|e| format!("policy={value}: {e}"))?;
+                self.policy = value.to_string();
+                Ok(())
+            }
+            "queue-policy" => {
+                self.queue_policy = crate::dispatch::QueuePolicy::parse(value)
+                    .ok_or_else(|| format!("queue-policy={value}: expected fcfs or easy"))?;
+                Ok(())
+            }
+            "view" => {
+                self.view = (!value.is_empty()).then(|| value.to_string());
+                Ok(())
+            }
+            "broker" => {
+                let (name, uri) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("broker={value}: expected broker=NAME=local:///path"))?;
+                if name.is_empty() || !uri.contains("://") {
+                    return Err(format!("broker={value}: expected broker=NAME=local:///path"));
+                }
+                self.brokers.retain(|(n, _)| n != name);
+                self.brokers.push((name.to_string(), uri.to_string()));
+                Ok(())
+            }
+            "strict" => {
+                self.strict = parse_bool(key, value)?;
+                Ok(())
+            }
+            "plugin" => {
+                self.plugin = value.to_string();
+                Ok(())
+            }
             _ => Err(format!(
                 "unknown option {key:?} (known: {})",
                 KEYS.join(", ")
