@@ -369,16 +369,8 @@ impl Capacity {
         let ranks = r.rank_map()?;
         Ok(Capacity {
             nodes: ranks.len() as u64,
-            cores_per_node: ranks
-                .values()
-                .map(|n| n.cores.len())
-                .min()
-                .unwrap_or(0),
-            gpus_per_node: ranks
-                .values()
-                .map(|n| n.gpus.len())
-                .min()
-                .unwrap_or(0),
+            cores_per_node: ranks.values().map(|n| n.cores.len()).min().unwrap_or(0),
+            gpus_per_node: ranks.values().map(|n| n.gpus.len()).min().unwrap_or(0),
         })
     }
 
@@ -493,12 +485,13 @@ pub fn check_grant(r: &Rv1, req: &Request, container_r: &Rv1) -> Result<(), Stri
     }
     let t = r.totals().map_err(|e| e.to_string())?;
     if let Some(n) = req.nnodes
-        && t.nodes != u64::from(n) {
-            return Err(format!(
-                "allocation has {} nodes, the job asked for {n}",
-                t.nodes
-            ));
-        }
+        && t.nodes != u64::from(n)
+    {
+        return Err(format!(
+            "allocation has {} nodes, the job asked for {n}",
+            t.nodes
+        ));
+    }
     let want_cores = req.total_cores();
     let exclusive_whole = req.node_exclusive && req.nnodes.is_some();
     if exclusive_whole {
@@ -743,13 +736,14 @@ impl Dispatcher {
             }
             Phase::Submitted | Phase::Running => {
                 if let Some(app_id) = j.app_id
-                    && !j.app_clean {
-                        out.push(Action::CancelApp {
-                            container: j.container.clone(),
-                            app_id,
-                            note: format!("queue job {kind}: {note}"),
-                        });
-                    }
+                    && !j.app_clean
+                {
+                    out.push(Action::CancelApp {
+                        container: j.container.clone(),
+                        app_id,
+                        note: format!("queue job {kind}: {note}"),
+                    });
+                }
                 j.phase = Phase::Draining;
             }
             Phase::Draining | Phase::Done => {}
@@ -789,9 +783,10 @@ impl Dispatcher {
         });
         if done
             && let Some(j) = self.jobs.remove(&id)
-                && let Some(app) = j.app_id {
-                    self.by_app.remove(&(j.container, app));
-                }
+            && let Some(app) = j.app_id
+        {
+            self.by_app.remove(&(j.container, app));
+        }
     }
 
     fn on_matched(

@@ -46,29 +46,58 @@ pub fn parse(text: &str) -> Result<JournalEntry, String> {
         .iter()
         .map(|e| JournalEvent {
             timestamp: e.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0),
-            name: e.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
-            context: e.get("context").cloned().unwrap_or(Value::Object(Default::default())),
+            name: e
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            context: e
+                .get("context")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default())),
         })
         .collect();
-    Ok(JournalEntry { id, events, jobspec: v.get("jobspec").cloned() })
+    Ok(JournalEntry {
+        id,
+        events,
+        jobspec: v.get("jobspec").cloned(),
+    })
 }
 
 /// The container a (redacted) jobspec targets.
 pub fn container(jobspec: &Value) -> Option<&str> {
-    jobspec.pointer("/attributes/system/container").and_then(Value::as_str)
+    jobspec
+        .pointer("/attributes/system/container")
+        .and_then(Value::as_str)
 }
 
 /// A queue-broker event of tracked job `id`, as a dispatcher event.
 pub fn queue_event(id: JobId, ev: &JournalEvent) -> Option<Event> {
     let ctx = &ev.context;
     match ev.name.as_str() {
-        "exception" if ctx.get("severity").and_then(Value::as_i64) == Some(0) => Some(Event::QueueException {
+        "exception" if ctx.get("severity").and_then(Value::as_i64) == Some(0) => {
+            Some(Event::QueueException {
+                id,
+                kind: ctx
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("exception")
+                    .to_string(),
+                note: ctx
+                    .get("note")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            })
+        }
+        "urgency" => Some(Event::Urgency {
             id,
-            kind: ctx.get("type").and_then(Value::as_str).unwrap_or("exception").to_string(),
-            note: ctx.get("note").and_then(Value::as_str).unwrap_or("").to_string(),
+            urgency: ctx.get("urgency")?.as_i64()? as i32,
         }),
-        "urgency" => Some(Event::Urgency { id, urgency: ctx.get("urgency")?.as_i64()? as i32 }),
-        "priority" => Some(Event::Priority { id, priority: ctx.get("priority")?.as_i64()? }),
+        "priority" => Some(Event::Priority {
+            id,
+            priority: ctx.get("priority")?.as_i64()?,
+        }),
         "alloc" => Some(Event::QueueAlloc { id }),
         "start" => Some(Event::QueueStart { id }),
         "clean" => Some(Event::QueueInactive { id }),
@@ -81,11 +110,21 @@ pub fn app_event(ev: &JournalEvent) -> Option<AppEvent> {
     let ctx = &ev.context;
     match ev.name.as_str() {
         "start" => Some(AppEvent::Start),
-        "finish" => Some(AppEvent::Finish { status: ctx.get("status")?.as_i64()? as i32 }),
+        "finish" => Some(AppEvent::Finish {
+            status: ctx.get("status")?.as_i64()? as i32,
+        }),
         "exception" => Some(AppEvent::Exception {
-            kind: ctx.get("type").and_then(Value::as_str).unwrap_or("exception").to_string(),
+            kind: ctx
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("exception")
+                .to_string(),
             severity: ctx.get("severity").and_then(Value::as_i64).unwrap_or(0) as i32,
-            note: ctx.get("note").and_then(Value::as_str).unwrap_or("").to_string(),
+            note: ctx
+                .get("note")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
         }),
         "clean" => Some(AppEvent::Clean),
         _ => None,
@@ -115,15 +154,37 @@ mod tests {
 
     #[test]
     fn maps_events() {
-        let ev = |name: &str, ctx: Value| JournalEvent { timestamp: 0.0, name: name.into(), context: ctx };
-        assert_eq!(app_event(&ev("finish", serde_json::json!({"status": 768}))), Some(AppEvent::Finish { status: 768 }));
+        let ev = |name: &str, ctx: Value| JournalEvent {
+            timestamp: 0.0,
+            name: name.into(),
+            context: ctx,
+        };
+        assert_eq!(
+            app_event(&ev("finish", serde_json::json!({"status": 768}))),
+            Some(AppEvent::Finish { status: 768 })
+        );
         assert_eq!(app_event(&ev("finish", serde_json::json!({}))), None);
         assert!(matches!(
-            queue_event(5, &ev("exception", serde_json::json!({"type":"cancel","severity":0,"note":"x"}))),
+            queue_event(
+                5,
+                &ev(
+                    "exception",
+                    serde_json::json!({"type":"cancel","severity":0,"note":"x"})
+                )
+            ),
             Some(Event::QueueException { id: 5, .. })
         ));
-        assert_eq!(queue_event(5, &ev("exception", serde_json::json!({"type":"x","severity":1}))), None);
-        assert_eq!(queue_event(5, &ev("clean", serde_json::json!({}))), Some(Event::QueueInactive { id: 5 }));
+        assert_eq!(
+            queue_event(
+                5,
+                &ev("exception", serde_json::json!({"type":"x","severity":1}))
+            ),
+            None
+        );
+        assert_eq!(
+            queue_event(5, &ev("clean", serde_json::json!({}))),
+            Some(Event::QueueInactive { id: 5 })
+        );
         assert_eq!(queue_event(5, &ev("memo", serde_json::json!({}))), None);
     }
 }

@@ -44,7 +44,15 @@ impl Default for Options {
 }
 
 /// Every key pancake accepts.
-const KEYS: &[&str] = &["fluxion", "policy", "queue-policy", "view", "broker", "strict", "plugin"];
+const KEYS: &[&str] = &[
+    "fluxion",
+    "policy",
+    "queue-policy",
+    "view",
+    "broker",
+    "strict",
+    "plugin",
+];
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     match v {
@@ -83,8 +91,7 @@ impl Options {
                 Ok(())
             }
             "policy" => {
-                fluxion::Policy::parse(value)
-                    .map_err(|e| format!("policy={value}: {e}"))?;
+                fluxion::Policy::parse(value).map_err(|e| format!("policy={value}: {e}"))?;
                 self.policy = value.to_string();
                 Ok(())
             }
@@ -102,7 +109,9 @@ impl Options {
                     .split_once('=')
                     .ok_or_else(|| format!("broker={value}: expected broker=NAME=local:///path"))?;
                 if name.is_empty() || !uri.contains("://") {
-                    return Err(format!("broker={value}: expected broker=NAME=local:///path"));
+                    return Err(format!(
+                        "broker={value}: expected broker=NAME=local:///path"
+                    ));
                 }
                 self.brokers.retain(|(n, _)| n != name);
                 self.brokers.push((name.to_string(), uri.to_string()));
@@ -131,7 +140,27 @@ impl Options {
         };
         let table = table.as_object().ok_or("[pancake] must be a table")?;
         for (k, v) in table {
-            if self.from_args.iter().any(|a| a == k) {
+            // TOML keys may use '_' where module arguments use '-'.
+            let key = k.replace('_', "-");
+            if self
+                .from_args
+                .iter()
+                .any(|a| *a == key || (key == "brokers" && a == "broker"))
+            {
+                continue;
+            }
+            if key == "brokers" {
+                // brokers = { lammps = "local:///...", ior = "local:///..." }
+                let t = v
+                    .as_object()
+                    .ok_or("[pancake] brokers: expected a table of name = \"URI\"")?;
+                for (name, uri) in t {
+                    let uri = uri
+                        .as_str()
+                        .ok_or("[pancake] brokers: URIs must be strings")?;
+                    self.set("broker", &format!("{name}={uri}"))
+                        .map_err(|e| format!("[pancake] {e}"))?;
+                }
                 continue;
             }
             let text = match v {
@@ -144,7 +173,8 @@ impl Options {
                     ));
                 }
             };
-            self.set(k, &text).map_err(|e| format!("[pancake] {e}"))?;
+            self.set(&key, &text)
+                .map_err(|e| format!("[pancake] {e}"))?;
         }
         Ok(())
     }
@@ -220,8 +250,10 @@ mod tests {
         assert!(Options::parse(&args(&["broker=lammps"])).is_err());
         assert!(Options::parse(&args(&["strict=maybe"])).is_err());
         let mut o = Options::default();
-        o.apply_config(&json!({"pancake": {"brokers": {"a": "local:///a"}, "queue_policy": "easy"}}))
-            .unwrap();
+        o.apply_config(
+            &json!({"pancake": {"brokers": {"a": "local:///a"}, "queue_policy": "easy"}}),
+        )
+        .unwrap();
         assert_eq!(o.brokers, vec![("a".to_string(), "local:///a".to_string())]);
         assert_eq!(o.queue_policy, crate::dispatch::QueuePolicy::Easy);
     }
