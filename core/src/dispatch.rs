@@ -312,6 +312,9 @@ pub struct Job {
     queue_ended: bool,
     /// The application job is clean.
     app_clean: bool,
+    /// The application job finished (or died before starting): cancelling
+    /// it now would turn its result into CANCELED.
+    app_finished: bool,
 }
 
 /// Counters for `flux module stats pancake` and `pancake.status`.
@@ -705,6 +708,7 @@ impl Dispatcher {
                 app_exception: None,
                 queue_ended: false,
                 app_clean: false,
+                app_finished: false,
             },
         );
         self.dirty = true;
@@ -737,6 +741,7 @@ impl Dispatcher {
             Phase::Submitted | Phase::Running => {
                 if let Some(app_id) = j.app_id
                     && !j.app_clean
+                    && !j.app_finished
                 {
                     out.push(Action::CancelApp {
                         container: j.container.clone(),
@@ -759,7 +764,7 @@ impl Dispatcher {
         if j.phase == Phase::Waiting {
             j.phase = Phase::Done;
         }
-        if matches!(j.phase, Phase::Submitted | Phase::Running) && !j.app_clean {
+        if matches!(j.phase, Phase::Submitted | Phase::Running) && !j.app_clean && !j.app_finished {
             if let Some(app_id) = j.app_id {
                 out.push(Action::CancelApp {
                     container: j.container.clone(),
@@ -954,6 +959,7 @@ impl Dispatcher {
                 }
             }
             AppEvent::Finish { status } => {
+                j.app_finished = true;
                 if j.queue_ended {
                     return;
                 }
@@ -983,6 +989,7 @@ impl Dispatcher {
                     j.app_exception = Some((kind, note));
                 } else {
                     // Before start: there will be no finish.
+                    j.app_finished = true;
                     j.queue_ended = true;
                     out.push(Action::Raise {
                         id,

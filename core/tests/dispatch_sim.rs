@@ -25,7 +25,9 @@ struct AppJob {
     queue_id: JobId,
     r: Rv1,
     started: bool,
+    /// Finished (or died): no more tasks, but the R is held until clean.
     done: bool,
+    cleaned: bool,
     /// What the task will exit with.
     status: i32,
 }
@@ -195,7 +197,7 @@ impl Sim {
                 }
                 // The invariant: no two live application jobs share a core or GPU.
                 for (other, a) in &self.apps {
-                    if !a.done && a.r.overlaps(&r).unwrap() {
+                    if !a.cleaned && a.r.overlaps(&r).unwrap() {
                         self.violations
                             .push(format!("job {id} overlaps app job {other}"));
                     }
@@ -211,6 +213,7 @@ impl Sim {
                         started: false,
                         done: false,
                         status,
+                        cleaned: false,
                     },
                 );
                 let _ = container;
@@ -234,7 +237,15 @@ impl Sim {
                 wait_status,
                 ..
             } => self.end_queue(id, Outcome::Exception { kind, wait_status }),
-            Action::CancelApp { app_id, .. } => self.app_exception(app_id, "cancel"),
+            Action::CancelApp { app_id, .. } => {
+                // Cancelling an application job that already finished would
+                // turn its COMPLETED/FAILED into CANCELED.
+                if self.apps.get(&app_id).is_some_and(|a| a.done) {
+                    self.violations
+                        .push(format!("cancelled finished app job {app_id}"));
+                }
+                self.app_exception(app_id, "cancel")
+            }
             Action::Memo { .. } | Action::Log { .. } => {}
         }
     }
@@ -252,7 +263,7 @@ impl Sim {
         let ids: Vec<JobId> = self
             .apps
             .iter()
-            .filter(|(_, a)| !a.done)
+            .filter(|(_, a)| !a.cleaned)
             .map(|(k, _)| *k)
             .collect();
         for app_id in ids {
@@ -261,22 +272,26 @@ impl Sim {
             }
             let container = self.container_of(app_id);
             let a = self.apps[&app_id].clone();
-            if !a.started {
+            if !a.started && !a.done {
                 self.apps.get_mut(&app_id).unwrap().started = true;
                 self.events.push_back(Event::App {
                     container,
                     app_id,
                     event: AppEvent::Start,
                 });
-            } else {
+            } else if !a.done {
+                // Finish and clean are separate steps, as in flux-core: the
+                // queue side may end in between.
                 self.apps.get_mut(&app_id).unwrap().done = true;
                 self.app_outcome
                     .insert(a.queue_id, Outcome::Finished(a.status));
                 self.events.push_back(Event::App {
-                    container: container.clone(),
+                    container,
                     app_id,
                     event: AppEvent::Finish { status: a.status },
                 });
+            } else {
+                self.apps.get_mut(&app_id).unwrap().cleaned = true;
                 self.events.push_back(Event::App {
                     container,
                     app_id,
@@ -328,6 +343,7 @@ impl Sim {
                 },
             );
         }
+        self.apps.get_mut(&app_id).unwrap().cleaned = true;
         self.events.push_back(Event::App {
             container,
             app_id,
@@ -362,13 +378,15 @@ impl Sim {
         for (id, o) in &self.queue {
             match (o, self.app_outcome.get(id)) {
                 (None, _) => self.violations.push(format!("queue job {id} never ended")),
-                (Some(q), Some(a)) if q != a
+                (Some(q), Some(a))
+                    if q != a
                     // A queue-side cancel before the app started ends the queue
                     // job first; its app job then dies of the cancel.
-                    && !matches!(q, Outcome::Exception { kind, .. } if kind == "cancel") => {
-                        self.violations
-                            .push(format!("job {id}: queue {q:?} != app {a:?}"))
-                    }
+                    && !matches!(q, Outcome::Exception { kind, .. } if kind == "cancel") =>
+                {
+                    self.violations
+                        .push(format!("job {id}: queue {q:?} != app {a:?}"))
+                }
                 _ => {}
             }
         }
@@ -417,7 +435,8 @@ fn busy_jobs_wait_and_run_when_cores_free() {
         pancake_core::dispatch::Phase::Waiting
     );
     s.step_apps(true); // start all
-    s.step_apps(true); // finish all: frees, job 5 goes
+    s.step_apps(true); // finish all
+    s.step_apps(true); // clean all: frees, job 5 goes
     assert!(s.d.job(5).map(|j| j.app_id.is_some()).unwrap_or(true));
     s.check_end();
 }

@@ -123,12 +123,22 @@ pub struct Handle {
 
 type CommsErrorFn = dyn FnMut(i32);
 
-extern "C" fn comms_error_trampoline(_h: *mut flux_sys::flux_t, arg: *mut libc::c_void) -> libc::c_int {
-    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ECONNRESET);
+extern "C" fn comms_error_trampoline(
+    _h: *mut flux_sys::flux_t,
+    arg: *mut libc::c_void,
+) -> libc::c_int {
+    let errno = std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::ECONNRESET);
     let r = crate::ffi::guard(|| {
         // SAFETY: arg is Rc::as_ptr of the cell owned by the Handle, which
         // outlives its own comms errors.
-        unsafe { crate::ffi::CbCell::<CommsErrorFn>::invoke(arg as *const crate::ffi::CbCell<CommsErrorFn>, |cb| cb(errno)) }
+        unsafe {
+            crate::ffi::CbCell::<CommsErrorFn>::invoke(
+                arg as *const crate::ffi::CbCell<CommsErrorFn>,
+                |cb| cb(errno),
+            )
+        }
     })
     .and_then(|inner| inner);
     if let Err(p) = r {
@@ -166,7 +176,10 @@ impl Handle {
             )
         };
         match NonNull::new(p) {
-            Some(ptr) => Ok(Handle { ptr, comms_error: None }),
+            Some(ptr) => Ok(Handle {
+                ptr,
+                comms_error: None,
+            }),
             None => {
                 let errno = Error::last_os().errno;
                 // SAFETY: flux_open_ex fills err.text with a NUL-terminated string.

@@ -199,7 +199,10 @@ impl PluginRef {
         // SAFETY: live plugin; the key is a valid C string.
         let mut p = unsafe { flux_sys::flux_plugin_aux_get(self.as_ptr(), KEY.as_ptr()) };
         if p.is_null() {
-            let b = Box::into_raw(Box::new(State { alive: Rc::new(std::cell::Cell::new(true)), ..State::default() }));
+            let b = Box::into_raw(Box::new(State {
+                alive: Rc::new(std::cell::Cell::new(true)),
+                ..State::default()
+            }));
             // SAFETY: the plugin takes ownership of b and frees it with state_destroy.
             if unsafe {
                 flux_sys::flux_plugin_aux_set(
@@ -224,7 +227,10 @@ impl PluginRef {
     /// A reference to this plugin that closures may keep.
     pub fn weak(&self) -> Result<WeakPlugin> {
         let alive = Rc::clone(&self.state()?.alive);
-        Ok(WeakPlugin { ptr: self.as_ptr(), alive })
+        Ok(WeakPlugin {
+            ptr: self.as_ptr(),
+            alive,
+        })
     }
 
     /// The job-manager's handle (never block on it).

@@ -48,6 +48,9 @@ pub use watcher::{Sender, Watcher, WatcherRef, channel};
 /// The flux-core version these bindings were generated from.
 pub const FLUX_CORE_BUILD_VERSION: &str = flux_sys::FLUX_CORE_BUILD_VERSION;
 
+/// True when this flux-core's `job-manager.raise` accepts `wait_status` (>= 0.84).
+pub const HAS_RAISE_WAIT_STATUS: bool = flux_sys::HAS_RAISE_WAIT_STATUS;
+
 /// Any node: the `nodeid` for an RPC the broker routes to the nearest service.
 pub const NODEID_ANY: u32 = flux_sys::FLUX_SYS_NODEID_ANY;
 

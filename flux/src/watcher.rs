@@ -99,6 +99,12 @@ impl WatcherRef {
         unsafe { flux_sys::flux_timer_watcher_reset(self.as_ptr(), after, repeat) };
     }
 
+    /// True while the watcher is started (a one-shot timer stops after firing).
+    pub fn is_active(&self) -> bool {
+        // SAFETY: a live watcher.
+        unsafe { flux_sys::flux_watcher_is_active(self.as_ptr()) }
+    }
+
     /// Let the reactor exit even while this watcher is active (`flux_watcher_unref`).
     pub fn unref(&self) {
         // SAFETY: a live watcher.

@@ -22,8 +22,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use flux::jobtap::{Args, CURRENT_JOB, PluginRef};
 use flux::job::JobId;
+use flux::jobtap::{Args, CURRENT_JOB, PluginRef};
 use flux::{Level, Pending, Role as MsgRole};
 use fluxion::Rv1;
 use pancake_core::role::Role;
@@ -84,24 +84,34 @@ fn plugin_init(p: &PluginRef) -> flux::Result<()> {
         Role::Queue => init_queue(p, &st)?,
         Role::App => init_app(p, &st, &conf)?,
     }
-    p.handle()?.log(Level::Info, &format!("{NAME}: loaded in {} role", role.as_str()));
+    p.handle()?.log(
+        Level::Info,
+        &format!("{NAME}: loaded in {} role", role.as_str()),
+    );
     Ok(())
 }
 
 /// The container a job targets, from its (redacted) jobspec.
 fn container_of(input: &Value) -> Option<&str> {
-    input.pointer("/jobspec/attributes/system/container").and_then(Value::as_str)
+    input
+        .pointer("/jobspec/attributes/system/container")
+        .and_then(Value::as_str)
 }
 
 fn job_id(input: &Value) -> JobId {
-    input.get("id").and_then(Value::as_u64).unwrap_or(CURRENT_JOB)
+    input
+        .get("id")
+        .and_then(Value::as_u64)
+        .unwrap_or(CURRENT_JOB)
 }
 
 /// A container name is used in paths, logs and memo keys: keep it tame.
 pub fn valid_container_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !name.starts_with('.')
 }
 
@@ -157,7 +167,8 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
     p.add_handler("job.state.depend", move |p, _topic, args| {
         let input = args.input()?;
         if container_of(&input).is_some() {
-            p.dependency_add(CURRENT_JOB, DEPENDENCY)?;
+            // flux_jobtap_dependency_add() needs the real id, not CURRENT_JOB.
+            p.dependency_add(job_id(&input), DEPENDENCY)?;
         }
         Ok(())
     })?;
@@ -189,7 +200,10 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
                 Ok(()) => drop(h.respond(msg, None)),
                 Err(e) => {
                     s.borrow_mut().release_r.remove(&id);
-                    drop(h.respond_error(msg, &flux::Error::new(e.errno, format!("release {id}: {}", e.message()))));
+                    drop(h.respond_error(
+                        msg,
+                        &flux::Error::new(e.errno, format!("release {id}: {}", e.message())),
+                    ));
                 }
             }
         }
@@ -202,7 +216,11 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
         let names: BTreeSet<String> = req
             .get("names")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         s.borrow_mut().containers = names;
         drop(h.respond(msg, None));
@@ -224,7 +242,12 @@ fn bypass_alloc(p: &PluginRef, args: &Args, st: &Shared, id: JobId, r: Value) ->
         plugin.with(|p| {
             let res = res.and_then(|()| p.event_post(id, "alloc", &json!({ "bypass": true })));
             if let Err(e) = res {
-                let _ = p.raise_exception(id, "alloc", 0, &format!("pancake: failed to commit R: {}", e.message()));
+                let _ = p.raise_exception(
+                    id,
+                    "alloc",
+                    0,
+                    &format!("pancake: failed to commit R: {}", e.message()),
+                );
             }
         });
     })?;
@@ -234,19 +257,28 @@ fn bypass_alloc(p: &PluginRef, args: &Args, st: &Shared, id: JobId, r: Value) ->
 fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
     {
         let mut s = st.borrow_mut();
-        s.container = conf.get("container").and_then(Value::as_str).unwrap_or("").to_string();
+        s.container = conf
+            .get("container")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         s.strict = matches!(conf.get("strict"), Some(Value::Bool(true)))
-            || conf.get("strict").and_then(Value::as_str).is_some_and(|v| v == "true" || v == "1");
+            || conf
+                .get("strict")
+                .and_then(Value::as_str)
+                .is_some_and(|v| v == "true" || v == "1");
     }
     // This broker's resources, read once (asynchronously: never block the job-manager).
     let h = p.handle()?;
     let f = h.kvs_lookup("resource.R")?;
     let s = Rc::clone(st);
-    st.borrow().commits.spawn(f, -1.0, move |f| match f.kvs_lookup_get().map(Rv1::parse) {
-        Ok(Ok(r)) => s.borrow_mut().resources = Some(r),
-        Ok(Err(e)) => report(f.handle(), &format!("resource.R: {e}")),
-        Err(e) => report(f.handle(), &format!("resource.R: {}", e.message())),
-    })?;
+    st.borrow()
+        .commits
+        .spawn(f, -1.0, move |f| match f.kvs_lookup_get().map(Rv1::parse) {
+            Ok(Ok(r)) => s.borrow_mut().resources = Some(r),
+            Ok(Err(e)) => report(f.handle(), &format!("resource.R: {e}")),
+            Err(e) => report(f.handle(), &format!("resource.R: {}", e.message())),
+        })?;
 
     let s = Rc::clone(st);
     p.add_handler("job.validate", move |p, _topic, args| {

@@ -1,130 +1,434 @@
 //! The `pancake` broker module.
 //!
 //! Loaded into the queue broker with `flux module load pancake [options]`
-//! (installed as `pancake.so`, so the broker names it `pancake`). This file
-//! holds only the entry point and the wiring to Flux; decisions live in
-//! plain-Rust modules that are tested without a broker.
+//! (installed as `pancake.so`, so the broker names it `pancake`). The
+//! decisions live in `pancake_core::dispatch`; this crate only connects the
+//! dispatcher to Flux: the queue broker's job journal, the application
+//! brokers, Fluxion (on the worker thread), and the `pancake-bypass` plugin.
 
 #![deny(unsafe_code)]
 
+mod apps;
+mod effects;
+mod fluxion_worker;
 pub mod worker;
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use flux::{HandleRef, Level, Role, Table};
+use flux::{Handle, HandleRef, Level, Pending, Role, Table, Watcher};
+use pancake_core::dispatch::{Capacity, Dispatcher, Event, JobId};
+use pancake_core::journal;
+use pancake_core::options::Options;
 use serde_json::json;
 
-use crate::worker::Worker;
-use pancake_core::options::Options;
+use crate::apps::Containers;
+use crate::fluxion_worker::FluxionWorker;
 
 flux::module_main!(pancake_main);
 
 /// `flux module debug --set` bit that makes the next `pancake.status` panic.
 pub const DEBUG_PANIC: i32 = 0x1;
 
-/// Shared state of one loaded instance of the module (reactor thread only).
-struct Module {
-    options: Options,
-    started: Instant,
-    worker: Worker,
-    requests: u64,
+/// Everything the module holds, on the reactor thread.
+pub(crate) struct Pancake {
+    pub(crate) h: Handle,
+    pub(crate) options: Options,
+    pub(crate) started: Instant,
+    pub(crate) d: Dispatcher,
+    pub(crate) fx: FluxionWorker,
+    pub(crate) containers: Containers,
+    pub(crate) pending: Pending,
+    /// Queue jobs known to be container jobs; events of others are ignored.
+    pub(crate) tracked: HashSet<JobId>,
+    /// Events for jobs whose J lookup is in flight.
+    pub(crate) early: HashMap<JobId, Vec<Event>>,
+    pub(crate) requests: u64,
+    pub(crate) timers: Vec<Watcher>,
+    /// Connections to close from the reactor, not from their own callbacks.
+    pub(crate) graveyard: Vec<Handle>,
+    /// One-shot timer that empties the graveyard.
+    pub(crate) reaper: Option<Watcher>,
+}
+
+/// Close `h` soon, from a fresh reactor callback.
+pub(crate) fn bury(p: &Shared, h: Handle) {
+    let mut st = p.borrow_mut();
+    st.graveyard.push(h);
+    if let Some(w) = &st.reaper {
+        w.timer_reset(0.0, 0.0);
+        w.start();
+    }
+}
+
+pub(crate) type Shared = Rc<RefCell<Pancake>>;
+
+/// Feed an event to the dispatcher and carry out what it asks.
+pub(crate) fn feed(p: &Shared, event: Event) {
+    let actions = {
+        let mut st = p.borrow_mut();
+        let now = st.h.reactor().map(|r| r.now()).unwrap_or(0.0);
+        st.d.handle(now, event)
+    };
+    for a in actions {
+        effects::perform(p, a);
+    }
 }
 
 fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
-    let options = Options::parse(&args).map_err(|e| flux::Error::inval(format!("pancake: {e}")))?;
-    let worker = Worker::start(h.reactor()?)?;
-    let state = Rc::new(RefCell::new(Module {
-        options,
-        started: Instant::now(),
-        worker,
-        requests: 0,
-    }));
+    let mut options =
+        Options::parse(&args).map_err(|e| flux::Error::inval(format!("pancake: {e}")))?;
+    if let Ok(conf) = h.conf_json() {
+        options
+            .apply_config(&conf)
+            .map_err(|e| flux::Error::inval(format!("pancake: {e}")))?;
+    }
+    let reactor = h.reactor()?;
+    let fx = FluxionWorker::start(reactor, options.fluxion.as_deref())?;
+    let p: Shared = Rc::new({
+        RefCell::new(Pancake {
+            h: h.to_owned(),
+            d: Dispatcher::new(options.queue_policy),
+            containers: Containers::default(),
+            options,
+            started: Instant::now(),
+            fx,
+            pending: Pending::new(),
+            tracked: HashSet::new(),
+            early: HashMap::new(),
+            requests: 0,
+            timers: Vec::new(),
+            graveyard: Vec::new(),
+            reaper: None,
+        })
+    });
+    let reaper = {
+        let weak = Rc::downgrade(&p);
+        Watcher::timer(reactor, 0.0, 0.0, move |_, _| {
+            if let Some(p) = weak.upgrade() {
+                let dead = std::mem::take(&mut p.borrow_mut().graveyard);
+                drop(dead);
+            }
+        })?
+    };
+    p.borrow_mut().reaper = Some(reaper);
 
-    let s_status = Rc::clone(&state);
-    let s_reload = Rc::clone(&state);
-    let handlers = Table::new()
+    let handlers = register_handlers(h, &p)?;
+    apps::discover(&p);
+    start_queue_journal(&p)?;
+    let rescan = {
+        let weak = Rc::downgrade(&p);
+        Watcher::timer(reactor, 5.0, 5.0, move |_, _| {
+            if let Some(p) = weak.upgrade() {
+                apps::discover(&p);
+            }
+        })?
+    };
+    rescan.start();
+    h.log(
+        Level::Info,
+        &format!(
+            "pancake {} loaded (flux-core {}, fluxion {})",
+            env!("CARGO_PKG_VERSION"),
+            flux::core_version(),
+            p.borrow().options.fluxion.as_deref().unwrap_or("embedded")
+        ),
+    );
+
+    // A failed application broker connection stops the shared reactor with
+    // an error; mark it lost and go on, so one broker never stops the others.
+    let result = loop {
+        match h.run_reactor() {
+            Ok(()) => break Ok(()),
+            Err(e) => {
+                if !apps::reap_broken(&p) {
+                    h.log(Level::Err, &format!("reactor stopped: {e}"));
+                    break Ok(());
+                }
+            }
+        }
+    };
+
+    // Tear down in dependency order: no new work, then connections, then the
+    // worker thread (joined), so nothing outlives the DSO.
+    drop(rescan);
+    drop(handlers);
+    let st = Rc::try_unwrap(p).map(RefCell::into_inner);
+    match st {
+        Ok(mut st) => {
+            st.reaper = None;
+            st.graveyard.clear();
+            st.timers.clear();
+            st.pending.clear();
+            st.containers.clear();
+            st.fx.shutdown();
+        }
+        Err(p) => {
+            // Something still holds the state: stop what we can anyway.
+            let mut st = p.borrow_mut();
+            st.reaper = None;
+            st.graveyard.clear();
+            st.timers.clear();
+            st.pending.clear();
+            st.containers.clear();
+            st.fx.stop();
+            h.log(Level::Err, "pancake state still shared at unload");
+        }
+    }
+    h.log(Level::Info, "pancake unloaded");
+    result
+}
+
+fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandlers> {
+    let s_status = Rc::clone(p);
+    let s_reload = Rc::clone(p);
+    Table::new()
         .request("status", Role::Owner, move |h, msg| {
             // Fault injection for tests: `flux module debug --set 1 pancake`
             // makes the next status request panic inside the handler.
             if h.module_debug_test(DEBUG_PANIC, true) {
                 panic!("injected by debug flag {DEBUG_PANIC:#x}");
             }
-            let mut st = s_status.borrow_mut();
-            st.requests += 1;
+            let reply = status(&s_status);
             let req = msg.to_owned();
-            let reply = json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "flux-core": flux::core_version(),
-                "uptime": st.started.elapsed().as_secs_f64(),
-                "options": st.options.to_json(),
-                "requests": st.requests,
-            });
-            // Answer from the reactor after a round trip through the worker
-            // thread, so `status` also proves the cross-thread wake path.
             let h2 = h.to_owned();
-            let sent = st.worker.run(
-                || std::thread::current().name().unwrap_or("?").to_string(),
-                move |name: String| {
-                    let mut reply = reply;
-                    reply["worker"] = json!(name);
-                    if let Err(e) = h2.respond_json(&req, &reply) {
-                        h2.log(Level::Err, &format!("status: respond: {e}"));
-                    }
-                },
-            );
+            // Answer after a round trip through the worker thread, so status
+            // also shows the worker is alive.
+            let sent = s_status.borrow_mut().fx.ping(move |name: String| {
+                let mut reply = reply;
+                reply["worker"] = json!(name);
+                if let Err(e) = h2.respond_json(&req, &reply) {
+                    h2.log(Level::Err, &format!("status: respond: {e}"));
+                }
+            });
             if let Err(e) = sent {
                 let _ = h.respond_error(msg, &e);
             }
         })
         .request("config-reload", Role::Owner, move |h, msg| {
-            match h.module_config_reload(msg) {
-                Ok(conf) => {
-                    let res = s_reload.borrow_mut().options.apply_config(&conf);
-                    match res {
-                        Ok(()) => {
-                            h.log(Level::Info, "config reloaded");
-                            let _ = h.respond(msg, None);
-                        }
-                        Err(e) => {
-                            let _ =
-                                h.respond_error(msg, &flux::Error::inval(format!("pancake: {e}")));
-                        }
-                    }
+            let res = h.module_config_reload(msg).and_then(|conf| {
+                let mut st = s_reload.borrow_mut();
+                let mut o = st.options.clone();
+                o.apply_config(&conf)
+                    .map_err(|e| flux::Error::inval(format!("pancake: {e}")))?;
+                st.d.set_policy(o.queue_policy);
+                st.options = o;
+                Ok(())
+            });
+            match res {
+                Ok(()) => {
+                    h.log(Level::Info, "config reloaded");
+                    let _ = h.respond(msg, None);
+                    apps::discover(&s_reload);
                 }
                 Err(e) => {
                     let _ = h.respond_error(msg, &e);
                 }
             }
         })
-        .register(h, Some("pancake"))?;
+        .register(h, Some("pancake"))
+}
 
-    if let Ok(conf) = h.conf_json() {
-        state
-            .borrow_mut()
-            .options
-            .apply_config(&conf)
-            .map_err(|e| flux::Error::inval(format!("pancake: {e}")))?;
-    }
-    h.log(
-        Level::Info,
-        &format!(
-            "pancake {} loaded (flux-core {})",
-            env!("CARGO_PKG_VERSION"),
-            flux::core_version()
-        ),
-    );
-    let run = h.run_reactor();
+/// The `pancake.status` answer (without the worker's name).
+fn status(p: &Shared) -> serde_json::Value {
+    let mut st = p.borrow_mut();
+    st.requests += 1;
+    let counts = st.d.counts();
+    let containers: Vec<_> = st
+        .containers
+        .iter()
+        .map(|c| {
+            let (waiting, running) = counts.get(&c.name).copied().unwrap_or((0, 0));
+            json!({
+                "name": c.name,
+                "uri": c.uri,
+                "state": c.state_name(),
+                "reason": c.reason,
+                "strict": st.options.strict,
+                "waiting": waiting,
+                "running": running,
+            })
+        })
+        .collect();
+    let jobs: Vec<_> =
+        st.d.jobs()
+            .map(|j| {
+                json!({
+                    "id": j.id,
+                    "container": j.container,
+                    "phase": format!("{:?}", j.phase).to_lowercase(),
+                    "fluxion_id": j.fluxion_id,
+                    "app_id": j.app_id,
+                    "R": j.r,
+                })
+            })
+            .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "flux-core": flux::core_version(),
+        "uptime": st.started.elapsed().as_secs_f64(),
+        "options": st.options.to_json(),
+        "fluxion": {
+            "backend": st.options.fluxion.as_deref().unwrap_or("embedded"),
+            "ready": st.fx.ready(),
+        },
+        "requests": st.requests,
+        "containers": containers,
+        "jobs": jobs,
+        "stats": st.d.stats(),
+    })
+}
 
-    // Tear down in dependency order: handlers first (no new work), then the
-    // worker (its thread is joined), so nothing outlives the DSO.
-    drop(handlers);
-    let module = Rc::try_unwrap(state).map(RefCell::into_inner);
-    match module {
-        Ok(m) => m.worker.shutdown(),
-        Err(_) => h.log(Level::Err, "state still shared at unload"),
+/// Watch the queue broker's job-manager journal: discovery of container
+/// jobs and their queue-side events, with no polling.
+fn start_queue_journal(p: &Shared) -> flux::Result<()> {
+    let f = {
+        let st = p.borrow();
+        st.h.rpc(
+            "job-manager.events-journal",
+            Some(r#"{"full":false}"#),
+            flux::NODEID_ANY,
+            flux::future::rpc_flags::STREAMING,
+        )?
+    };
+    let weak = Rc::downgrade(p);
+    let pending = p.borrow().pending.clone();
+    pending.stream(f, move |f| {
+        let Some(p) = weak.upgrade() else {
+            return false;
+        };
+        match f.rpc_get_stream() {
+            Ok(Some(text)) => {
+                match journal::parse(text) {
+                    Ok(entry) => on_queue_entry(&p, entry),
+                    Err(e) => log(&p, Level::Err, &format!("queue journal: {e}")),
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log(&p, Level::Err, &format!("queue journal ended: {e}"));
+                false
+            }
+        }
+    })?;
+    Ok(())
+}
+
+pub(crate) fn log(p: &Shared, level: Level, text: &str) {
+    p.borrow().h.log(level, text);
+}
+
+fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
+    let Some(id) = entry.id else { return };
+    if let Some(js) = &entry.jobspec {
+        if let Some(container) = journal::container(js) {
+            let container = container.to_string();
+            let submit = entry.events.iter().find(|e| e.name == "submit");
+            let t_submit = submit.map(|e| e.timestamp).unwrap_or(0.0);
+            let urgency = submit
+                .and_then(|e| e.context.get("urgency"))
+                .and_then(|u| u.as_i64())
+                .unwrap_or(16) as i32;
+            let mut st = p.borrow_mut();
+            if st.tracked.insert(id) {
+                st.early.insert(id, Vec::new());
+                drop(st);
+                lookup_jobspec(p, id, container, t_submit, urgency);
+            }
+        }
     }
-    h.log(Level::Info, "pancake unloaded");
-    run
+    if !p.borrow().tracked.contains(&id) {
+        return;
+    }
+    for ev in &entry.events {
+        let Some(event) = journal::queue_event(id, ev) else {
+            continue;
+        };
+        let inactive = matches!(event, Event::QueueInactive { .. });
+        let mut st = p.borrow_mut();
+        if let Some(buf) = st.early.get_mut(&id) {
+            buf.push(event);
+            continue;
+        }
+        drop(st);
+        feed(p, event);
+        if inactive {
+            p.borrow_mut().tracked.remove(&id);
+        }
+    }
+}
+
+/// Read the job's signed J (the KVS `jobspec` lacks the environment) and
+/// hand the job to the dispatcher, then any events that arrived meanwhile.
+fn lookup_jobspec(p: &Shared, id: JobId, container: String, t_submit: f64, urgency: i32) {
+    let f = flux::job::kvs_key(id, "J").and_then(|key| p.borrow().h.kvs_lookup(&key));
+    let weak = Rc::downgrade(p);
+    let done = move |result: flux::Result<String>| {
+        let Some(p) = weak.upgrade() else { return };
+        let jobspec = match result.and_then(|j| flux::job::unwrap_j(&j)) {
+            Ok((js, _uid)) => js,
+            Err(e) => {
+                log(
+                    &p,
+                    Level::Err,
+                    &format!("{}: reading J: {e}", flux::job::id_f58(id)),
+                );
+                // The dispatcher rejects unparsable jobspecs with an exception.
+                String::new()
+            }
+        };
+        feed(
+            &p,
+            Event::Submitted {
+                id,
+                container,
+                jobspec,
+                priority: i64::from(urgency),
+                t_submit,
+                urgency,
+            },
+        );
+        let early = p.borrow_mut().early.remove(&id).unwrap_or_default();
+        for e in early {
+            let inactive = matches!(e, Event::QueueInactive { .. });
+            feed(&p, e);
+            if inactive {
+                p.borrow_mut().tracked.remove(&id);
+            }
+        }
+    };
+    match f {
+        Ok(f) => {
+            let pending = p.borrow().pending.clone();
+            let r = pending.spawn(f, -1.0, move |f| {
+                done(f.kvs_lookup_get().map(str::to_string))
+            });
+            if let Err(e) = r {
+                log(
+                    p,
+                    Level::Err,
+                    &format!("{}: J lookup: {e}", flux::job::id_f58(id)),
+                );
+            }
+        }
+        Err(e) => done(Err(e)),
+    }
+}
+
+/// Called once Fluxion holds the graph: impossible requests can now fail at once.
+pub(crate) fn fluxion_ready(p: &Shared, cap: Capacity) {
+    p.borrow_mut().d.set_capacity(cap);
+    let up: Vec<String> = p
+        .borrow()
+        .containers
+        .iter()
+        .filter(|c| c.is_up())
+        .map(|c| c.name.clone())
+        .collect();
+    for c in up {
+        feed(p, Event::ContainerUp { container: c });
+    }
 }

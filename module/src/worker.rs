@@ -107,7 +107,7 @@ impl Worker {
         self.stop();
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();

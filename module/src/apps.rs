@@ -1,0 +1,662 @@
+//! The application brokers: discovery, connection, and their job journals.
+//!
+//! Brokers are found the Flux Operator way (`<view>/etc/flux/meta/<i>-<name>`
+//! and `<view>/run/flux/local-<i>`) or named explicitly. Connecting never
+//! blocks module load: a broker that is not up yet is retried with backoff,
+//! and the directory is rescanned so containers that appear later join.
+//! On connect the module loads `pancake-bypass` (role=app) there unless it
+//! is already loaded, reads `resource.R` (it must agree with the graph
+//! Fluxion holds), and follows the broker's job-manager journal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use flux::{Handle, Level, Watcher};
+use fluxion::Rv1;
+use pancake_core::dispatch::{Capacity, Event};
+use pancake_core::journal;
+use serde_json::{Value, json};
+
+use crate::{Shared, feed, log};
+
+/// Connection state of one application broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Not connected; a retry is scheduled.
+    Down,
+    /// Connected, setting up (plugin, resources, journal).
+    Connecting,
+    /// Forwarding to it.
+    Up,
+    /// Connected but refused (its resources disagree with the graph).
+    Refused,
+}
+
+/// One application broker.
+pub(crate) struct Container {
+    pub(crate) name: String,
+    pub(crate) uri: String,
+    pub(crate) state: State,
+    pub(crate) reason: Option<String>,
+    pub(crate) handle: Option<Handle>,
+    pub(crate) r: Option<Rv1>,
+    backoff: f64,
+    retry: Option<Watcher>,
+    journal: Option<u64>,
+    broken: Rc<std::cell::Cell<bool>>,
+}
+
+impl Container {
+    pub(crate) fn is_up(&self) -> bool {
+        self.state == State::Up
+    }
+
+    pub(crate) fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Down => "lost",
+            State::Connecting => "connecting",
+            State::Up => "connected",
+            State::Refused => "refused",
+        }
+    }
+}
+
+/// Every known application broker, by name.
+#[derive(Default)]
+pub(crate) struct Containers {
+    by_name: BTreeMap<String, Container>,
+}
+
+impl Containers {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Container> {
+        self.by_name.values()
+    }
+
+    /// Drop every connection and timer (module unload).
+    pub(crate) fn clear(&mut self) {
+        self.by_name.clear();
+    }
+}
+
+/// Application brokers under an operator view root: (name, uri).
+pub(crate) fn scan_view(view: &Path, own_socket: Option<&Path>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(view.join("etc/flux/meta")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some((index, name)) = file.split_once('-') else {
+            continue;
+        };
+        if index.parse::<u32>().is_err() || name.is_empty() {
+            continue;
+        }
+        let socket = view.join(format!("run/flux/local-{index}"));
+        // Skip the queue broker's own entry.
+        if let (Some(own), Ok(this)) = (own_socket, std::fs::canonicalize(&socket)) {
+            if this == own {
+                continue;
+            }
+        }
+        out.push((name.to_string(), format!("local://{}", socket.display())));
+    }
+    out.sort();
+    out
+}
+
+fn own_socket(p: &Shared) -> Option<PathBuf> {
+    let uri = p.borrow().h.attr_get("local-uri").ok()?;
+    std::fs::canonicalize(uri.strip_prefix("local://")?).ok()
+}
+
+/// Find application brokers and connect to new ones.
+pub(crate) fn discover(p: &Shared) {
+    let (view, explicit) = {
+        let st = p.borrow();
+        (st.options.view.clone(), st.options.brokers.clone())
+    };
+    let mut found = explicit;
+    if let Some(view) = view {
+        let own = own_socket(p);
+        for (name, uri) in scan_view(Path::new(&view), own.as_deref()) {
+            if !found.iter().any(|(n, _)| *n == name) {
+                found.push((name, uri));
+            }
+        }
+    }
+    let mut added = Vec::new();
+    {
+        let mut st = p.borrow_mut();
+        for (name, uri) in found {
+            if !st.containers.by_name.contains_key(&name) {
+                st.containers.by_name.insert(
+                    name.clone(),
+                    Container {
+                        name: name.clone(),
+                        uri,
+                        state: State::Down,
+                        reason: None,
+                        handle: None,
+                        r: None,
+                        backoff: 0.1,
+                        retry: None,
+                        journal: None,
+                        broken: Rc::new(std::cell::Cell::new(false)),
+                    },
+                );
+                added.push(name);
+            }
+        }
+    }
+    // Also republished on every rescan: the queue plugin may have been
+    // (re)loaded after the module.
+    publish_containers(p);
+    if !added.is_empty() {
+        for name in added {
+            log(p, Level::Info, &format!("container {name}: found"));
+            connect(p, &name);
+        }
+    }
+}
+
+/// Tell the queue plugin which containers exist (it refuses unknown ones).
+pub(crate) fn publish_containers(p: &Shared) {
+    let (names, f) = {
+        let st = p.borrow();
+        let names: Vec<String> = st.containers.by_name.keys().cloned().collect();
+        let f = st.h.rpc(
+            "job-manager.pancake-bypass.containers",
+            Some(&json!({ "names": names }).to_string()),
+            flux::NODEID_ANY,
+            0,
+        );
+        (names, f)
+    };
+    let weak = Rc::downgrade(p);
+    let pending = p.borrow().pending.clone();
+    if let Ok(f) = f {
+        let _ = pending.spawn(f, 10.0, move |f| {
+            if let (Err(e), Some(p)) = (f.rpc_get(), weak.upgrade()) {
+                log(
+                    &p,
+                    Level::Warning,
+                    &format!(
+                        "cannot tell pancake-bypass the containers {names:?} (is `flux jobtap load pancake-bypass.so` done?): {e}"
+                    ),
+                );
+            }
+        });
+    }
+}
+
+fn schedule_retry(p: &Shared, name: &str) {
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    let mut st = p.borrow_mut();
+    let st = &mut *st;
+    let Some(c) = st.containers.by_name.get_mut(name) else {
+        return;
+    };
+    let delay = c.backoff;
+    c.backoff = (c.backoff * 2.0).min(5.0);
+    // Re-arm the container's one retry timer: a new one would mean
+    // destroying the old from inside its own callback.
+    if let Some(w) = &c.retry {
+        w.timer_reset(delay, 0.0);
+        w.start();
+        return;
+    }
+    let Ok(reactor) = st.h.reactor() else { return };
+    let w = Watcher::timer(reactor, delay, 0.0, move |_, _| {
+        if let Some(p) = weak.upgrade() {
+            connect(&p, &n);
+        }
+    });
+    if let Ok(w) = w {
+        w.start();
+        c.retry = Some(w);
+    }
+}
+
+/// Try to connect to container `name` (no-op unless it is down).
+fn connect(p: &Shared, name: &str) {
+    let uri = {
+        let st = p.borrow();
+        match st.containers.by_name.get(name) {
+            Some(c) if c.state == State::Down => c.uri.clone(),
+            _ => return,
+        }
+    };
+    let opened = Handle::open(Some(&uri), flux::handle::flags::RPCTRACK).and_then(|mut h| {
+        let st = p.borrow();
+        h.set_reactor(st.h.reactor()?)?;
+        let broken = st
+            .containers
+            .by_name
+            .get(name)
+            .map(|c| Rc::clone(&c.broken));
+        if let Some(broken) = broken {
+            broken.set(false);
+            h.on_comms_error(move |_errno| broken.set(true));
+        }
+        Ok(h)
+    });
+    match opened {
+        Ok(h) => {
+            {
+                let mut st = p.borrow_mut();
+                if let Some(c) = st.containers.by_name.get_mut(name) {
+                    c.handle = Some(h);
+                    c.state = State::Connecting;
+                    c.reason = None;
+                }
+            }
+            ensure_plugin(p, name);
+        }
+        Err(e) => {
+            {
+                let mut st = p.borrow_mut();
+                if let Some(c) = st.containers.by_name.get_mut(name) {
+                    c.reason = Some(e.message());
+                }
+            }
+            schedule_retry(p, name);
+        }
+    }
+}
+
+/// Run `f` with container `name`'s handle.
+fn with_handle<T>(
+    p: &Shared,
+    name: &str,
+    f: impl FnOnce(&Handle) -> flux::Result<T>,
+) -> flux::Result<T> {
+    let st = p.borrow();
+    let h = st
+        .containers
+        .by_name
+        .get(name)
+        .and_then(|c| c.handle.as_ref())
+        .ok_or_else(|| {
+            flux::Error::new(libc::ENOTCONN, format!("container {name} is not connected"))
+        })?;
+    f(h)
+}
+
+/// Load `pancake-bypass` (role=app) on the broker unless it is there.
+fn ensure_plugin(p: &Shared, name: &str) {
+    let f = with_handle(p, name, |h| {
+        h.rpc(
+            "job-manager.jobtap",
+            Some(r#"{"query_only":true}"#),
+            flux::NODEID_ANY,
+            0,
+        )
+    });
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    let pending = p.borrow().pending.clone();
+    let step = move |f: &flux::FutureRef| {
+        let Some(p) = weak.upgrade() else { return };
+        let loaded = f
+            .rpc_get_json::<Value>()
+            .ok()
+            .and_then(|v| v.get("plugins").cloned())
+            .and_then(|v| v.as_array().cloned())
+            .map(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.starts_with("pancake-bypass")))
+            });
+        match loaded {
+            Some(true) => read_resources(&p, &n),
+            Some(false) => load_plugin(&p, &n),
+            None => lost(&p, &n, "cannot list its jobtap plugins"),
+        }
+    };
+    match f {
+        Ok(f) => {
+            let _ = pending.spawn(f, 10.0, step);
+        }
+        Err(e) => lost(p, name, &e.message()),
+    }
+}
+
+fn load_plugin(p: &Shared, name: &str) {
+    let (plugin, strict) = {
+        let st = p.borrow();
+        (st.options.plugin.clone(), st.options.strict)
+    };
+    let req = json!({
+        "load": plugin,
+        "conf": { "role": "app", "container": name, "strict": strict },
+    });
+    let f = with_handle(p, name, |h| {
+        h.rpc(
+            "job-manager.jobtap",
+            Some(&req.to_string()),
+            flux::NODEID_ANY,
+            0,
+        )
+    });
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    let pending = p.borrow().pending.clone();
+    match f {
+        Ok(f) => {
+            let _ = pending.spawn(f, 10.0, move |f| {
+                let Some(p) = weak.upgrade() else { return };
+                match f.rpc_get() {
+                    Ok(_) => {
+                        log(
+                            &p,
+                            Level::Info,
+                            &format!("container {n}: loaded {plugin} role=app"),
+                        );
+                        read_resources(&p, &n);
+                    }
+                    Err(e) => refuse(&p, &n, &format!("cannot load {plugin} there: {e}")),
+                }
+            });
+        }
+        Err(e) => lost(p, name, &e.message()),
+    }
+}
+
+fn read_resources(p: &Shared, name: &str) {
+    let f = with_handle(p, name, |h| h.kvs_lookup("resource.R"));
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    let pending = p.borrow().pending.clone();
+    match f {
+        Ok(f) => {
+            let _ = pending.spawn(f, 10.0, move |f| {
+                let Some(p) = weak.upgrade() else { return };
+                match f
+                    .kvs_lookup_get()
+                    .map_err(|e| e.message())
+                    .and_then(|s| Rv1::parse(s).map_err(|e| e.to_string()))
+                {
+                    Ok(r) => got_resources(&p, &n, r),
+                    Err(e) => refuse(&p, &n, &format!("resource.R: {e}")),
+                }
+            });
+        }
+        Err(e) => lost(p, name, &e.message()),
+    }
+}
+
+/// The graph is the first container's R; every other container must agree.
+fn got_resources(p: &Shared, name: &str, r: Rv1) {
+    let graph = p
+        .borrow()
+        .containers
+        .iter()
+        .find_map(|c| if c.name != name { c.r.clone() } else { None });
+    if let Some(g) = &graph {
+        let same = match (g.rank_map(), r.rank_map()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            refuse(
+                p,
+                name,
+                "its resources disagree with the graph the other containers share",
+            );
+            return;
+        }
+    }
+    {
+        let mut st = p.borrow_mut();
+        if let Some(c) = st.containers.by_name.get_mut(name) {
+            c.r = Some(r.clone());
+        }
+    }
+    if graph.is_none() && !p.borrow().fx.ready() {
+        init_fluxion(p, &r);
+    }
+    start_journal(p, name);
+}
+
+fn init_fluxion(p: &Shared, r: &Rv1) {
+    let jgf = match fluxion::rv1_to_jgf(r) {
+        Ok(j) => j,
+        Err(e) => {
+            log(p, Level::Err, &format!("cannot build the graph: {e}"));
+            return;
+        }
+    };
+    let cap = Capacity::of(r);
+    let policy = p.borrow().options.policy.clone();
+    let weak = Rc::downgrade(p);
+    let res = p.borrow_mut().fx.init(policy.clone(), jgf, move |res| {
+        let Some(p) = weak.upgrade() else { return };
+        match (res, cap) {
+            (Ok(()), Ok(cap)) => {
+                p.borrow_mut().fx.set_ready();
+                log(
+                    &p,
+                    Level::Info,
+                    &format!(
+                        "fluxion: graph loaded ({} nodes x {} cores, {} GPUs per node), policy {policy}",
+                        cap.nodes, cap.cores_per_node, cap.gpus_per_node
+                    ),
+                );
+                crate::fluxion_ready(&p, cap);
+            }
+            (Err(e), _) => log(&p, Level::Err, &format!("fluxion init failed: {e}")),
+            (_, Err(e)) => log(&p, Level::Err, &format!("graph capacity: {e}")),
+        }
+    });
+    if let Err(e) = res {
+        log(p, Level::Err, &format!("fluxion init: {e}"));
+    }
+}
+
+fn start_journal(p: &Shared, name: &str) {
+    let f = with_handle(p, name, |h| {
+        h.rpc(
+            "job-manager.events-journal",
+            Some(r#"{"full":false,"allow":{"start":1,"finish":1,"exception":1,"clean":1}}"#),
+            flux::NODEID_ANY,
+            flux::future::rpc_flags::STREAMING,
+        )
+    });
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    let pending = p.borrow().pending.clone();
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => return lost(p, name, &e.message()),
+    };
+    let id = pending.stream(f, move |f| {
+        let Some(p) = weak.upgrade() else {
+            return false;
+        };
+        match f.rpc_get_stream() {
+            Ok(Some(text)) => {
+                match journal::parse(text) {
+                    Ok(entry) => {
+                        if let Some(app_id) = entry.id {
+                            for ev in &entry.events {
+                                if let Some(event) = journal::app_event(ev) {
+                                    feed(
+                                        &p,
+                                        Event::App {
+                                            container: n.clone(),
+                                            app_id,
+                                            event,
+                                        },
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => log(&p, Level::Err, &format!("container {n}: journal: {e}")),
+                }
+                true
+            }
+            Ok(None) => {
+                lost(&p, &n, "its job journal ended");
+                false
+            }
+            Err(e) => {
+                lost(&p, &n, &format!("its job journal failed: {e}"));
+                false
+            }
+        }
+    });
+    let up = {
+        let mut st = p.borrow_mut();
+        let ready = st.fx.ready();
+        match (id, st.containers.by_name.get_mut(name)) {
+            (Ok(id), Some(c)) => {
+                c.journal = Some(id);
+                c.state = State::Up;
+                c.backoff = 0.1;
+                Some(ready)
+            }
+            _ => None,
+        }
+    };
+    match up {
+        Some(ready) => {
+            log(p, Level::Info, &format!("container {name}: connected"));
+            if ready {
+                feed(
+                    p,
+                    Event::ContainerUp {
+                        container: name.to_string(),
+                    },
+                );
+            }
+        }
+        None => lost(p, name, "cannot follow its job journal"),
+    }
+}
+
+fn refuse(p: &Shared, name: &str, why: &str) {
+    log(p, Level::Err, &format!("container {name}: refused: {why}"));
+    let mut st = p.borrow_mut();
+    if let Some(c) = st.containers.by_name.get_mut(name) {
+        c.state = State::Refused;
+        c.reason = Some(why.to_string());
+    }
+    let h = st
+        .containers
+        .by_name
+        .get_mut(name)
+        .and_then(|c| c.handle.take());
+    drop(st);
+    if let Some(h) = h {
+        crate::bury(p, h);
+    }
+}
+
+/// Container `name` failed: close its connection, tell the dispatcher, retry.
+pub(crate) fn lost(p: &Shared, name: &str, why: &str) {
+    let (was_up, journal) = {
+        let mut st = p.borrow_mut();
+        let Some(c) = st.containers.by_name.get_mut(name) else {
+            return;
+        };
+        if c.state == State::Down {
+            return;
+        }
+        let was_up = c.state == State::Up;
+        c.state = State::Down;
+        c.reason = Some(why.to_string());
+        (was_up, c.journal.take())
+    };
+    if let Some(id) = journal {
+        let pending = p.borrow().pending.clone();
+        pending.cancel(id);
+    }
+    // Close the connection later, from the reactor: this may run inside a
+    // callback of that very connection.
+    let h = p
+        .borrow_mut()
+        .containers
+        .by_name
+        .get_mut(name)
+        .and_then(|c| c.handle.take());
+    if let Some(h) = h {
+        crate::bury(p, h);
+    }
+    log(p, Level::Err, &format!("container {name}: lost: {why}"));
+    if was_up {
+        feed(
+            p,
+            Event::ContainerLost {
+                container: name.to_string(),
+            },
+        );
+    }
+    schedule_retry(p, name);
+}
+
+/// After the reactor stopped with an error: find the broken connections and
+/// handle them. Returns false when none was broken (a real error).
+pub(crate) fn reap_broken(p: &Shared) -> bool {
+    let broken: Vec<String> = p
+        .borrow()
+        .containers
+        .iter()
+        .filter(|c| c.broken.get() || c.handle.as_ref().is_some_and(|h| h.is_broken()))
+        .map(|c| c.name.clone())
+        .collect();
+    for name in &broken {
+        lost(p, name, "connection failed");
+    }
+    !broken.is_empty()
+}
+
+/// Submit `jobspec` to container `name`; `done` gets the application job id.
+pub(crate) fn submit(
+    p: &Shared,
+    name: &str,
+    jobspec: &str,
+    done: impl FnOnce(Result<u64, String>) + 'static,
+) {
+    let f = with_handle(p, name, |h| h.job_submit(jobspec, 16, 0));
+    match f {
+        Ok(f) => {
+            let pending = p.borrow().pending.clone();
+            let _ = pending.spawn(f, 30.0, move |f| {
+                done(f.job_submit_get_id().map_err(|e| e.message()))
+            });
+        }
+        Err(e) => done(Err(e.message())),
+    }
+}
+
+/// Cancel application job `app_id` on container `name`.
+pub(crate) fn cancel_job(p: &Shared, name: &str, app_id: u64, note: &str) {
+    let f = with_handle(p, name, |h| h.job_cancel(app_id, note));
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    match f {
+        Ok(f) => {
+            let pending = p.borrow().pending.clone();
+            let _ = pending.spawn(f, 30.0, move |f| {
+                if let (Err(e), Some(p)) = (f.rpc_get(), weak.upgrade()) {
+                    log(
+                        &p,
+                        Level::Warning,
+                        &format!("container {n}: cancel {}: {e}", flux::job::id_f58(app_id)),
+                    );
+                }
+            });
+        }
+        Err(e) => log(
+            p,
+            Level::Warning,
+            &format!(
+                "container {name}: cancel {}: {e}",
+                flux::job::id_f58(app_id)
+            ),
+        ),
+    }
+}

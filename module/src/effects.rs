@@ -1,0 +1,231 @@
+//! Carrying out the dispatcher's actions with Flux and Fluxion.
+
+use std::rc::Rc;
+
+use flux::{Level, Watcher};
+use pancake_core::dispatch::{Action, Event, JobId};
+use serde_json::{Value, json};
+
+use crate::{Shared, apps, feed, log};
+
+/// How often to retry `job-exec.override start` while testexec is still
+/// setting the job up (it answers ENOENT until then), and how many times.
+const OVERRIDE_RETRY: f64 = 0.01;
+const OVERRIDE_TRIES: u32 = 500;
+
+pub(crate) fn perform(p: &Shared, action: Action) {
+    match action {
+        Action::Match {
+            id,
+            jobspec,
+            reserve,
+        } => {
+            let now = p.borrow().h.reactor().map(|r| r.now()).unwrap_or(0.0);
+            let weak = Rc::downgrade(p);
+            let res = p
+                .borrow_mut()
+                .fx
+                .match_allocate(jobspec, reserve, now, move |result| {
+                    if let Some(p) = weak.upgrade() {
+                        feed(&p, Event::Matched { id, result });
+                    }
+                });
+            if let Err(e) = res {
+                log(
+                    p,
+                    Level::Err,
+                    &format!("{}: match: {e}", flux::job::id_f58(id)),
+                );
+            }
+        }
+        Action::Cancel { fluxion_id } => {
+            let weak = Rc::downgrade(p);
+            let res = p.borrow_mut().fx.cancel(fluxion_id, move |r| {
+                if let (Err(e), Some(p)) = (r, weak.upgrade()) {
+                    log(&p, Level::Err, &format!("fluxion cancel {fluxion_id}: {e}"));
+                }
+            });
+            if let Err(e) = res {
+                log(p, Level::Err, &format!("fluxion cancel {fluxion_id}: {e}"));
+            }
+        }
+        Action::Memo { id, memo } => {
+            rpc(p, id, "job-manager.memo", json!({ "id": id, "memo": memo }));
+        }
+        Action::Submit {
+            id,
+            container,
+            jobspec,
+        } => {
+            let weak = Rc::downgrade(p);
+            apps::submit(p, &container, &jobspec, move |result| {
+                if let Some(p) = weak.upgrade() {
+                    feed(&p, Event::SubmitDone { id, result });
+                }
+            });
+        }
+        Action::Release { id, r } => {
+            let req = json!({ "id": id, "R": r });
+            let f = p.borrow().h.rpc(
+                "job-manager.pancake-bypass.release",
+                Some(&req.to_string()),
+                flux::NODEID_ANY,
+                0,
+            );
+            let weak = Rc::downgrade(p);
+            let pending = p.borrow().pending.clone();
+            match f {
+                Ok(f) => {
+                    let _ = pending.spawn(f, 30.0, move |f| {
+                        let Some(p) = weak.upgrade() else { return };
+                        if let Err(e) = f.rpc_get() {
+                            log(
+                                &p,
+                                Level::Err,
+                                &format!("{}: release: {e}", flux::job::id_f58(id)),
+                            );
+                            raise(
+                                &p,
+                                id,
+                                "pancake",
+                                &format!("pancake could not release the job: {e}"),
+                                None,
+                            );
+                        }
+                    });
+                }
+                Err(e) => log(
+                    p,
+                    Level::Err,
+                    &format!("{}: release: {e}", flux::job::id_f58(id)),
+                ),
+            }
+        }
+        Action::OverrideStart { id } => override_start(p, id, OVERRIDE_TRIES),
+        Action::OverrideFinish { id, status } => {
+            rpc(
+                p,
+                id,
+                "job-exec.override",
+                json!({ "jobid": id, "event": "finish", "status": status }),
+            );
+        }
+        Action::Raise {
+            id,
+            kind,
+            note,
+            wait_status,
+        } => raise(p, id, &kind, &note, wait_status),
+        Action::CancelApp {
+            container,
+            app_id,
+            note,
+        } => apps::cancel_job(p, &container, app_id, &note),
+        Action::Log { id, text } => {
+            let line = match id {
+                Some(id) => format!("{}: {text}", flux::job::id_f58(id)),
+                None => text,
+            };
+            log(p, Level::Info, &line);
+        }
+    }
+}
+
+/// Fire an RPC about queue job `id`; log a failure.
+fn rpc(p: &Shared, id: JobId, topic: &'static str, payload: Value) {
+    let f = p
+        .borrow()
+        .h
+        .rpc(topic, Some(&payload.to_string()), flux::NODEID_ANY, 0);
+    let weak = Rc::downgrade(p);
+    let pending = p.borrow().pending.clone();
+    match f {
+        Ok(f) => {
+            let _ = pending.spawn(f, 30.0, move |f| {
+                if let (Err(e), Some(p)) = (f.rpc_get(), weak.upgrade()) {
+                    log(
+                        &p,
+                        Level::Err,
+                        &format!("{}: {topic}: {e}", flux::job::id_f58(id)),
+                    );
+                }
+            });
+        }
+        Err(e) => log(
+            p,
+            Level::Err,
+            &format!("{}: {topic}: {e}", flux::job::id_f58(id)),
+        ),
+    }
+}
+
+/// Raise a fatal exception on queue job `id`, carrying the application's
+/// wait status where flux-core accepts it (>= 0.84).
+fn raise(p: &Shared, id: JobId, kind: &str, note: &str, wait_status: Option<i32>) {
+    let mut req = json!({ "id": id, "type": kind, "severity": 0, "note": note });
+    if let (Some(ws), true) = (wait_status, flux_raise_has_wait_status()) {
+        req["wait_status"] = json!(ws);
+    }
+    log(
+        p,
+        Level::Info,
+        &format!("{}: exception {kind}: {note}", flux::job::id_f58(id)),
+    );
+    rpc(p, id, "job-manager.raise", req);
+}
+
+fn flux_raise_has_wait_status() -> bool {
+    flux::HAS_RAISE_WAIT_STATUS
+}
+
+/// `job-exec.override start`, retried while testexec is not ready (ENOENT).
+fn override_start(p: &Shared, id: JobId, tries: u32) {
+    let req = json!({ "jobid": id, "event": "start" });
+    let f = p.borrow().h.rpc(
+        "job-exec.override",
+        Some(&req.to_string()),
+        flux::NODEID_ANY,
+        0,
+    );
+    let weak = Rc::downgrade(p);
+    let pending = p.borrow().pending.clone();
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => {
+            return log(
+                p,
+                Level::Err,
+                &format!("{}: override start: {e}", flux::job::id_f58(id)),
+            );
+        }
+    };
+    let _ = pending.spawn(f, 30.0, move |f| {
+        let Some(p) = weak.upgrade() else { return };
+        match f.rpc_get() {
+            Ok(_) => {}
+            Err(e) if e.errno == libc::ENOENT && tries > 0 => {
+                // testexec registers the job a moment after RUN: try again soon.
+                let weak = Rc::downgrade(&p);
+                let timer = p.borrow().h.reactor().and_then(|r| {
+                    Watcher::timer(r, OVERRIDE_RETRY, 0.0, move |_, _| {
+                        if let Some(p) = weak.upgrade() {
+                            override_start(&p, id, tries - 1);
+                        }
+                    })
+                });
+                if let Ok(t) = timer {
+                    t.start();
+                    // Keep it until the module goes; a handful at most are live.
+                    let mut st = p.borrow_mut();
+                    st.timers.retain(|w| w.is_active());
+                    st.timers.push(t);
+                }
+            }
+            Err(e) => log(
+                &p,
+                Level::Err,
+                &format!("{}: override start: {e}", flux::job::id_f58(id)),
+            ),
+        }
+    });
+}
