@@ -4,68 +4,8 @@
 
 mod common;
 
-use common::{dmesg, pod_or_skip};
-use pancake_pod::{Pod, PodSpec};
-
-/// A pod with pancake loaded in the queue broker.
-fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Pod> {
-    let pod = pod_or_skip(test, spec)?;
-    let (module, plugin) = pod.install_pancake().unwrap();
-    let q = &pod.queue;
-    q.run(&["jobtap", "load", plugin.to_str().unwrap(), "role=queue"])
-        .unwrap();
-    let view = format!("view={}", pod.root().display());
-    let plugin_arg = format!("plugin={}", plugin.display());
-    let mut args = vec![
-        "module",
-        "load",
-        module.to_str().unwrap(),
-        &view,
-        &plugin_arg,
-    ];
-    args.extend_from_slice(module_args);
-    q.run(&args).unwrap();
-    // Wait until every container is connected.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&common::rpc(q, "pancake.status", "{}").unwrap()).unwrap();
-        let up = st["containers"]
-            .as_array()
-            .map(|a| a.iter().filter(|c| c["state"] == "connected").count())
-            .unwrap_or(0);
-        if up == pod.apps.len() && st["fluxion"]["ready"] == true {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "containers not connected: {st}\n{}",
-            dmesg(q)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Some(pod)
-}
-
-fn submit(pod: &Pod, args: &[&str]) -> String {
-    let mut a = vec!["submit"];
-    a.extend_from_slice(args);
-    pod.queue
-        .run(&a)
-        .unwrap_or_else(|e| panic!("{e}\n{}", dmesg(&pod.queue)))
-        .trim()
-        .to_string()
-}
-
-fn wait_clean(pod: &Pod, id: &str) {
-    pod.queue
-        .run(&["job", "wait-event", "-t", "60", id, "clean"])
-        .unwrap_or_else(|e| panic!("{id} never finished: {e}\n{}", dmesg(&pod.queue)));
-}
-
-fn job_field(b: &pancake_pod::Broker, id: &str, fmt: &str) -> String {
-    b.run(&["jobs", "-no", fmt, id]).unwrap().trim().to_string()
-}
+use common::{dmesg, job_field, pancake_pod, submit, wait_clean};
+use pancake_pod::PodSpec;
 
 #[test]
 fn container_jobs_run_on_their_broker_and_mirror_exit_codes() {
@@ -220,5 +160,153 @@ fn cancel_before_and_after_forwarding_frees_everything() {
     );
     wait_clean(&pod, &all);
     assert_eq!(job_field(q, &all, "{result}"), "COMPLETED", "{}", dmesg(q));
+    pod.shutdown().unwrap();
+}
+
+/// `-N2`/`-N4` jobs land on the right ranks with the right cores per node,
+/// GPU jobs get GPUs, and the whole thing works through `pancake-fluxion`
+/// over gRPC as well as with the embedded matcher.
+fn shapes(test: &str, grpc: bool) {
+    let spec = PodSpec {
+        gpus: [("lammps".to_string(), 2)].into_iter().collect(),
+        ..PodSpec::default()
+    };
+    // All containers must agree on the graph: give every one the GPUs.
+    let spec = PodSpec {
+        gpus: spec.containers.iter().map(|c| (c.clone(), 2)).collect(),
+        ..spec
+    };
+    if common::skip(test) {
+        return;
+    }
+    let server_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(server_dir.path().join("var/log")).unwrap();
+    let server = grpc.then(|| pancake_pod::FluxionServer::start(server_dir.path()).unwrap());
+    let arg = server.as_ref().map(|s| format!("fluxion={}", s.uri));
+    let args: Vec<&str> = arg.iter().map(String::as_str).collect();
+    let Some(pod) = pancake_pod(test, spec, &args) else {
+        return;
+    };
+    let n2 = submit(
+        &pod,
+        &["--setattr=container=lammps", "-N2", "-n8", "sleep", "0.2"],
+    );
+    let n4 = submit(
+        &pod,
+        &["--setattr=container=ior", "-N4", "-n4", "-c2", "true"],
+    );
+    let gpu = submit(
+        &pod,
+        &["--setattr=container=chatterbug", "-n1", "-g2", "true"],
+    );
+    for id in [&n2, &n4, &gpu] {
+        wait_clean(&pod, id);
+        assert_eq!(
+            job_field(&pod.queue, id, "{result}"),
+            "COMPLETED",
+            "{id}: {}",
+            dmesg(&pod.queue)
+        );
+    }
+    let r = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&pod.queue.run(&["job", "info", id, "R"]).unwrap()).unwrap()
+    };
+    let per_rank = |v: &serde_json::Value, kind: &str| -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for e in v["execution"]["R_lite"].as_array().unwrap() {
+            let ids = fluxion::IdSet::parse(e["children"][kind].as_str().unwrap_or("")).unwrap();
+            for rank in fluxion::IdSet::parse(e["rank"].as_str().unwrap())
+                .unwrap()
+                .iter()
+            {
+                out.push((rank.to_string(), ids.len() as usize));
+            }
+        }
+        out.sort();
+        out
+    };
+    let r2 = r(&n2);
+    let cores = per_rank(&r2, "core");
+    assert_eq!(cores.len(), 2, "-N2 uses two ranks: {r2}");
+    assert!(
+        cores.iter().all(|(_, n)| *n == 4),
+        "4 cores per node: {cores:?}"
+    );
+    assert_eq!(job_field(&pod.queue, &n2, "{nnodes} {ncores}"), "2 8");
+    let r4 = per_rank(&r(&n4), "core");
+    assert_eq!(
+        r4,
+        vec![
+            ("0".into(), 2),
+            ("1".into(), 2),
+            ("2".into(), 2),
+            ("3".into(), 2)
+        ]
+    );
+    // nodelist follows rank order, with the pod's host names.
+    assert_eq!(r(&n4)["execution"]["nodelist"][0], "flux-sample-[0-3]");
+    let g = per_rank(&r(&gpu), "gpu");
+    assert_eq!(
+        g.iter().map(|(_, n)| n).sum::<usize>(),
+        2,
+        "two GPUs: {g:?}"
+    );
+
+    let st: serde_json::Value =
+        serde_json::from_str(&common::rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap();
+    assert_eq!(
+        st["fluxion"]["backend"],
+        if grpc {
+            serde_json::json!(server.as_ref().unwrap().uri)
+        } else {
+            serde_json::json!("embedded")
+        }
+    );
+    assert_eq!(
+        st["stats"]["granted"], st["stats"]["freed"],
+        "every allocation freed: {st}"
+    );
+    pod.shutdown().unwrap();
+}
+
+#[test]
+fn node_and_gpu_shapes_embedded() {
+    shapes("shapes (embedded)", false);
+}
+
+#[test]
+fn node_and_gpu_shapes_over_grpc() {
+    shapes("shapes (pancake-fluxion over gRPC)", true);
+}
+
+#[test]
+fn application_side_timeout_is_mirrored() {
+    let Some(pod) = pancake_pod("forward timeout", PodSpec::default(), &[]) else {
+        return;
+    };
+    let id = submit(
+        &pod,
+        &["--setattr=container=ior", "-t", "1s", "sleep", "30"],
+    );
+    wait_clean(&pod, &id);
+    let app = pod.app("ior");
+    let app_id = app
+        .run(&["jobs", "-a", "-no", "{id}"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let app_view = job_field(app, &app_id, "{result} {returncode}");
+    assert!(app_view.starts_with("TIMEOUT"), "{app_view}");
+    assert_eq!(
+        job_field(&pod.queue, &id, "{result} {returncode}"),
+        app_view,
+        "{}",
+        dmesg(&pod.queue)
+    );
+    let log = pod.queue.run(&["job", "eventlog", &id]).unwrap();
+    assert!(
+        log.contains("type=\"timeout\"") && log.contains("ior"),
+        "{log}"
+    );
     pod.shutdown().unwrap();
 }

@@ -60,3 +60,63 @@ pub fn threads(pid: i32) -> usize {
 pub fn dmesg(b: &pancake_pod::Broker) -> String {
     b.run(&["dmesg"]).unwrap_or_default()
 }
+
+/// A pod with pancake loaded in the queue broker.
+pub fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Pod> {
+    let pod = pod_or_skip(test, spec)?;
+    let (module, plugin) = pod.install_pancake().unwrap();
+    let q = &pod.queue;
+    q.run(&["jobtap", "load", plugin.to_str().unwrap(), "role=queue"])
+        .unwrap();
+    let view = format!("view={}", pod.root().display());
+    let plugin_arg = format!("plugin={}", plugin.display());
+    let mut args = vec![
+        "module",
+        "load",
+        module.to_str().unwrap(),
+        &view,
+        &plugin_arg,
+    ];
+    args.extend_from_slice(module_args);
+    q.run(&args).unwrap();
+    // Wait until every container is connected.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+        let up = st["containers"]
+            .as_array()
+            .map(|a| a.iter().filter(|c| c["state"] == "connected").count())
+            .unwrap_or(0);
+        if up == pod.apps.len() && st["fluxion"]["ready"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containers not connected: {st}\n{}",
+            dmesg(q)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Some(pod)
+}
+
+pub fn submit(pod: &Pod, args: &[&str]) -> String {
+    let mut a = vec!["submit"];
+    a.extend_from_slice(args);
+    pod.queue
+        .run(&a)
+        .unwrap_or_else(|e| panic!("{e}\n{}", dmesg(&pod.queue)))
+        .trim()
+        .to_string()
+}
+
+pub fn wait_clean(pod: &Pod, id: &str) {
+    pod.queue
+        .run(&["job", "wait-event", "-t", "60", id, "clean"])
+        .unwrap_or_else(|e| panic!("{id} never finished: {e}\n{}", dmesg(&pod.queue)));
+}
+
+pub fn job_field(b: &pancake_pod::Broker, id: &str, fmt: &str) -> String {
+    b.run(&["jobs", "-no", fmt, id]).unwrap().trim().to_string()
+}

@@ -26,7 +26,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -553,5 +552,67 @@ impl Pod {
             out.push(dst.join(to));
         }
         Ok((out[0].clone(), out[1].clone()))
+    }
+}
+
+/// A `pancake-fluxion` server on a loopback port, killed on drop.
+#[derive(Debug)]
+pub struct FluxionServer {
+    child: Child,
+    /// `grpc://127.0.0.1:PORT`
+    pub uri: String,
+}
+
+impl FluxionServer {
+    /// Start the `pancake-fluxion` built next to the tests.
+    pub fn start(dir: &Path) -> Result<FluxionServer, Error> {
+        let bin = lib_dir().join("pancake-fluxion");
+        if !bin.exists() {
+            return Err(format!(
+                "{} is missing: cargo build -p fluxion-grpc --bin pancake-fluxion",
+                bin.display()
+            ));
+        }
+        let port_file = dir.join(format!("fluxion-port-{}", std::process::id()));
+        let _ = fs::remove_file(&port_file);
+        let log =
+            fs::File::create(dir.join("var/log/pancake-fluxion.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&bin)
+            .args([
+                "--port",
+                "0",
+                "--quiet",
+                "--shutdown-grace",
+                "0",
+                "--port-file",
+            ])
+            .arg(&port_file)
+            .env("PANCAKE_POD_ROOT", dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(p) = fs::read_to_string(&port_file) {
+                if let Ok(port) = p.trim().parse::<u16>() {
+                    return Ok(FluxionServer {
+                        child,
+                        uri: format!("grpc://127.0.0.1:{port}"),
+                    });
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("pancake-fluxion did not report its port".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FluxionServer {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
     }
 }
