@@ -126,6 +126,12 @@ pub enum Event {
         /// Note.
         note: String,
     },
+    /// The queue job holds pancake's dependency (its `dependency-add` was
+    /// posted): only now may it be released.
+    QueueHeld {
+        /// Queue job id.
+        id: JobId,
+    },
     /// The queue job got its `alloc` (it is RUN; testexec is starting).
     QueueAlloc {
         /// Queue job id.
@@ -315,6 +321,10 @@ pub struct Job {
     /// The application job finished (or died before starting): cancelling
     /// it now would turn its result into CANCELED.
     app_finished: bool,
+    /// The queue job's `dependency-add` was seen (release is allowed).
+    queue_held: bool,
+    /// The application job started before the queue job was held.
+    release_pending: bool,
 }
 
 /// Counters for `flux module stats pancake` and `pancake.status`.
@@ -429,6 +439,9 @@ impl Capacity {
         None
     }
 }
+
+/// The dependency the queue plugin holds container jobs with.
+pub const DEPENDENCY: &str = "pancake";
 
 /// Attribute keys a user may not set on a container job (pancake owns them).
 pub const RESERVED_ATTRIBUTES: &[&str] = &["alloc-bypass", "exec"];
@@ -612,6 +625,14 @@ impl Dispatcher {
             Event::QueueException { id, kind, note } => {
                 self.on_queue_exception(id, &kind, &note, &mut out)
             }
+            Event::QueueHeld { id } => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.queue_held = true;
+                    if std::mem::take(&mut j.release_pending) && !j.queue_ended {
+                        Self::release(j, &mut out);
+                    }
+                }
+            }
             Event::QueueAlloc { id } => {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.queue_alloc = true;
@@ -709,6 +730,8 @@ impl Dispatcher {
                 queue_ended: false,
                 app_clean: false,
                 app_finished: false,
+                queue_held: false,
+                release_pending: false,
             },
         );
         self.dirty = true;
@@ -928,6 +951,14 @@ impl Dispatcher {
         }
     }
 
+    fn release(j: &Job, out: &mut Vec<Action>) {
+        if let Some(r) = &j.r {
+            let mut qr = r.clone();
+            qr.execution.expiration = 0.0;
+            out.push(Action::Release { id: j.id, r: qr });
+        }
+    }
+
     fn mirror_finish(j: &mut Job, status: i32, out: &mut Vec<Action>) {
         match j.app_exception.take() {
             Some((kind, note)) => out.push(Action::Raise {
@@ -951,10 +982,12 @@ impl Dispatcher {
             AppEvent::Start => {
                 if j.phase == Phase::Submitted && !j.queue_ended {
                     j.phase = Phase::Running;
-                    if let Some(r) = &j.r {
-                        let mut qr = r.clone();
-                        qr.execution.expiration = 0.0;
-                        out.push(Action::Release { id, r: qr });
+                    // Releasing before the queue job holds the dependency
+                    // would remove a dependency that is not there yet.
+                    if j.queue_held {
+                        Self::release(j, out);
+                    } else {
+                        j.release_pending = true;
                     }
                 }
             }

@@ -98,6 +98,12 @@ pub fn queue_event(id: JobId, ev: &JournalEvent) -> Option<Event> {
             id,
             priority: ctx.get("priority")?.as_i64()?,
         }),
+        "dependency-add"
+            if ctx.get("description").and_then(Value::as_str)
+                == Some(crate::dispatch::DEPENDENCY) =>
+        {
+            Some(Event::QueueHeld { id })
+        }
         "alloc" => Some(Event::QueueAlloc { id }),
         "start" => Some(Event::QueueStart { id }),
         "clean" => Some(Event::QueueInactive { id }),
@@ -186,5 +192,25 @@ mod tests {
             Some(Event::QueueInactive { id: 5 })
         );
         assert_eq!(queue_event(5, &ev("memo", serde_json::json!({}))), None);
+        assert_eq!(
+            queue_event(
+                5,
+                &ev(
+                    "dependency-add",
+                    serde_json::json!({"description": "pancake"})
+                )
+            ),
+            Some(Event::QueueHeld { id: 5 })
+        );
+        assert_eq!(
+            queue_event(
+                5,
+                &ev(
+                    "dependency-add",
+                    serde_json::json!({"description": "after"})
+                )
+            ),
+            None
+        );
     }
 }

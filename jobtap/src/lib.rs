@@ -35,7 +35,7 @@ flux::jobtap_plugin!(plugin_init);
 pub const NAME: &str = "pancake-bypass";
 
 /// The dependency that holds a container job until its application job starts.
-pub const DEPENDENCY: &str = "pancake";
+pub const DEPENDENCY: &str = pancake_core::dispatch::DEPENDENCY;
 
 /// Plugin state (job-manager thread only).
 #[derive(Default)]

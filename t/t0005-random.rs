@@ -1,0 +1,259 @@
+//! A randomized workload across three containers, checked against the
+//! invariants of DESIGN.md by reading the application brokers' own job
+//! records:
+//!
+//! * no core or GPU of any node is held by two jobs running at the same time
+//!   in any broker;
+//! * every Fluxion allocation is freed exactly once (granted == freed, and
+//!   nothing is left tracked);
+//! * every queue job ends with the state and exit status of its application
+//!   job.
+//!
+//! `PANCAKE_RANDOM_JOBS` sets the size (default 300), `PANCAKE_RANDOM_SEED`
+//! the seed.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+
+use common::{dmesg, pancake_pod, rpc};
+use fluxion::{IdSet, Rv1};
+use pancake_pod::{Broker, Pod, PodSpec};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// One application job's record: its R by rank, and when it held it.
+struct AppRecord {
+    container: String,
+    id: String,
+    held: Vec<(u32, IdSet, IdSet)>,
+    t_run: f64,
+    t_end: f64,
+    outcome: String,
+}
+
+fn app_records(b: &Broker) -> Vec<AppRecord> {
+    let list = b
+        .run(&[
+            "jobs",
+            "-a",
+            "-no",
+            "{id}|{t_run}|{t_cleanup}|{result}|{returncode}|{waitstatus}",
+        ])
+        .unwrap();
+    let mut out = Vec::new();
+    for line in list.lines() {
+        let w: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (id, t_run, t_end) = (
+            w[0],
+            w[1].parse().unwrap_or(0.0),
+            w[2].parse().unwrap_or(f64::MAX),
+        );
+        if t_run == 0.0 {
+            continue; // never ran: never held anything
+        }
+        let r = Rv1::parse(&b.run(&["job", "info", id, "R"]).unwrap()).unwrap();
+        let held = r
+            .rank_map()
+            .unwrap()
+            .into_iter()
+            .map(|(rank, res)| (rank, res.cores, res.gpus))
+            .collect();
+        out.push(AppRecord {
+            container: b.name.clone(),
+            id: id.to_string(),
+            held,
+            t_run,
+            t_end,
+            outcome: w[3..].join("|"),
+        });
+    }
+    out
+}
+
+fn check_no_overlap(records: &[AppRecord]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (i, a) in records.iter().enumerate() {
+        for b in &records[i + 1..] {
+            if a.t_run >= b.t_end || b.t_run >= a.t_end {
+                continue;
+            }
+            for (ra, ca, ga) in &a.held {
+                for (rb, cb, gb) in &b.held {
+                    if ra == rb && (ca.intersects(cb) || ga.intersects(gb)) {
+                        bad.push(format!(
+                            "{}:{} and {}:{} share rank {ra} while both run",
+                            a.container, a.id, b.container, b.id
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    bad
+}
+
+fn run(pod: &Pod, jobs: usize, seed: u64) {
+    let q = &pod.queue;
+    let containers = ["lammps", "ior", "chatterbug"];
+    let mut rng = Rng(seed | 1);
+    let mut ids = Vec::new();
+    // Submit in batches through one `flux submit --cc`-free loop per job
+    // shape; cancel some as we go.
+    for n in 0..jobs {
+        let c = containers[rng.next(3) as usize];
+        let code = if rng.next(4) == 0 { rng.next(4) } else { 0 };
+        // Mostly short jobs, some long ones so that jobs queue behind them.
+        let sleep = if rng.next(8) == 0 {
+            format!("{:.2}", 1.0 + rng.next(200) as f64 / 100.0)
+        } else {
+            format!("{:.2}", rng.next(30) as f64 / 100.0)
+        };
+        let cmd = format!("sleep {sleep}; exit {code}");
+        let shape: Vec<String> = match rng.next(5) {
+            0 => vec!["-N2".into(), format!("-n{}", 2 + 2 * rng.next(3))],
+            1 => vec!["-n1".into(), format!("-c{}", 1 + rng.next(10))],
+            2 => vec![format!("-N{}", 1 + rng.next(3)), "--exclusive".into()],
+            _ => vec![format!("-n{}", 1 + rng.next(4))],
+        };
+        let mut args: Vec<String> = vec!["submit".into(), format!("--setattr=container={c}")];
+        args.extend(shape);
+        args.extend(["sh".into(), "-c".into(), cmd]);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let id = q
+            .run(&a)
+            .unwrap_or_else(|e| panic!("{e}\n{}", dmesg(q)))
+            .trim()
+            .to_string();
+        ids.push(id);
+        if rng.next(10) == 0 && n > 0 {
+            // Cancel one of the last few: waiting, forwarded or running.
+            let back = 1 + rng.next(3.min(ids.len() as u64)) as usize;
+            let victim = &ids[ids.len() - back];
+            let _ = q.output(&["cancel", victim]);
+        }
+    }
+    // Wait for everything to end on the queue side.
+    for id in &ids {
+        if let Err(e) = q.run(&["job", "wait-event", "-t", "60", id, "clean"]) {
+            let log = q.run(&["job", "eventlog", id]).unwrap_or_default();
+            let exec = q.run(&["job", "eventlog", "-p", "guest.exec.eventlog", id]).unwrap_or_default();
+            panic!("{id}: {e}\n--- eventlog:\n{log}\n--- exec:\n{exec}\n--- dmesg:\n{}", dmesg(q));
+        }
+    }
+    // ... and for the application side to be clean.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+        if st["jobs"].as_array().is_some_and(|a| a.is_empty()) {
+            assert_eq!(
+                st["stats"]["granted"], st["stats"]["freed"],
+                "every allocation freed once: {st}"
+            );
+            eprintln!(
+                "MEASURE random workload: {jobs} jobs, stats {}",
+                st["stats"]
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs still tracked: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // Invariant: no overlap, across every application broker.
+    let records: Vec<AppRecord> = pod.apps.iter().flat_map(app_records).collect();
+    let bad = check_no_overlap(&records);
+    assert!(bad.is_empty(), "{bad:#?}");
+
+    // Invariant: each queue job ends as its application job did.
+    let by_app: HashMap<(String, String), &AppRecord> = records
+        .iter()
+        .map(|r| ((r.container.clone(), r.id.clone()), r))
+        .collect();
+    let listing = q
+        .run(&[
+            "jobs",
+            "-a",
+            "-no",
+            "{id}|{user.container}|{user.app_id}|{result}|{returncode}|{waitstatus}",
+        ])
+        .unwrap();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    let mut mismatches = Vec::new();
+    for line in listing.lines() {
+        let w: Vec<&str> = line.split('|').map(str::trim).collect();
+        if w.len() < 6 {
+            continue;
+        }
+        *tally.entry(w[3].to_string()).or_default() += 1;
+        // Jobs never forwarded (cancelled while waiting) have no app job.
+        if w[2] == "-" || w[2].is_empty() {
+            continue;
+        }
+        let app_id = flux_id(
+            &pod.app(w[1])
+                .run(&["job", "id", "--to=f58", w[2]])
+                .unwrap_or_default(),
+        );
+        let Some(rec) = by_app.get(&(w[1].to_string(), app_id.clone())) else {
+            continue;
+        };
+        let queue_outcome = w[3..].join("|");
+        // A queue-side cancel ends the queue job first; its app job is then
+        // cancelled too (possibly after it started).
+        if queue_outcome != rec.outcome && !queue_outcome.starts_with("CANCELED") {
+            mismatches.push(format!(
+                "{} ({}:{app_id}): queue {queue_outcome} != app {}",
+                w[0], w[1], rec.outcome
+            ));
+        }
+    }
+    eprintln!(
+        "MEASURE random workload results: {tally:?}, app jobs run {}",
+        records.len()
+    );
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
+
+fn flux_id(s: &str) -> String {
+    s.trim().to_string()
+}
+
+fn size() -> (usize, u64) {
+    let jobs = std::env::var("PANCAKE_RANDOM_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed = std::env::var("PANCAKE_RANDOM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261129);
+    (jobs, seed)
+}
+
+#[test]
+fn randomized_workload_keeps_the_invariants() {
+    let Some(pod) = pancake_pod(
+        "randomized workload",
+        PodSpec::default(),
+        &["queue-policy=easy"],
+    ) else {
+        return;
+    };
+    let (jobs, seed) = size();
+    run(&pod, jobs, seed);
+    pod.shutdown().unwrap();
+}
