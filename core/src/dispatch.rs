@@ -1036,12 +1036,8 @@ impl Dispatcher {
             AppEvent::Clean => {
                 j.app_clean = true;
                 self.stats.completed += 1;
-                if j.phase == Phase::Running && !j.queue_ended {
-                    // Defensive: a clean without a finish we could mirror.
-                    if let Some(status) = j.pending_finish.take() {
-                        Self::mirror_finish(j, status, out);
-                    }
-                }
+                // A finish not mirrored yet waits for the queue job's start
+                // (QueueStart), even when the application job is already clean.
                 let fid = j.fluxion_id.take();
                 if j.queue_ended {
                     j.phase = Phase::Done;

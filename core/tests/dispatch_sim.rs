@@ -55,6 +55,9 @@ struct Sim {
     /// Queue jobs whose dependency-add was seen, and ones still to come.
     held: std::collections::HashSet<JobId>,
     held_later: Vec<JobId>,
+    /// Queue jobs whose override start took effect, and allocs still to come.
+    started: std::collections::HashSet<JobId>,
+    alloc_later: Vec<JobId>,
 }
 
 impl Sim {
@@ -86,6 +89,8 @@ impl Sim {
             violations: Vec::new(),
             held: Default::default(),
             held_later: Vec::new(),
+            started: Default::default(),
+            alloc_later: Vec::new(),
         };
         for c in ["lammps", "ior", "chatterbug"] {
             s.feed(Event::ContainerUp {
@@ -246,8 +251,18 @@ impl Sim {
                 );
                 self.events.push_back(Event::QueueAlloc { id });
             }
-            Action::OverrideStart { id } => self.events.push_back(Event::QueueStart { id }),
-            Action::OverrideFinish { id, status } => self.end_queue(id, Outcome::Finished(status)),
+            Action::OverrideStart { id } => {
+                self.started.insert(id);
+                self.events.push_back(Event::QueueStart { id })
+            }
+            Action::OverrideFinish { id, status } => {
+                // testexec answers "Job not found"/"not running" otherwise.
+                if !self.started.contains(&id) {
+                    self.violations
+                        .push(format!("job {id}: override finish before its start"));
+                }
+                self.end_queue(id, Outcome::Finished(status))
+            }
             Action::Raise {
                 id,
                 kind,
@@ -317,7 +332,10 @@ impl Sim {
             }
             self.drain();
         }
-        // Late dependency-adds arrive after this step's starts.
+        // Late allocs and dependency-adds arrive after this step's events.
+        for id in std::mem::take(&mut self.alloc_later) {
+            self.events.push_back(Event::QueueAlloc { id });
+        }
         for id in std::mem::take(&mut self.held_later) {
             self.held.insert(id);
             self.events.push_back(Event::QueueHeld { id });
