@@ -249,6 +249,11 @@ impl Sim {
                     r.execution.expiration, 0.0,
                     "queue copy of R has no expiration"
                 );
+                // The queue job-manager may take a while to allocate it.
+                if self.rand(3) == 0 {
+                    self.alloc_later.push(id);
+                    return;
+                }
                 self.events.push_back(Event::QueueAlloc { id });
             }
             Action::OverrideStart { id } => {
@@ -333,8 +338,13 @@ impl Sim {
             self.drain();
         }
         // Late allocs and dependency-adds arrive after this step's events.
+        // (An alloc may lag behind the application's finish and clean.)
         for id in std::mem::take(&mut self.alloc_later) {
-            self.events.push_back(Event::QueueAlloc { id });
+            if finish_all || self.rand(3) == 0 {
+                self.events.push_back(Event::QueueAlloc { id });
+            } else {
+                self.alloc_later.push(id);
+            }
         }
         for id in std::mem::take(&mut self.held_later) {
             self.held.insert(id);
