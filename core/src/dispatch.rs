@@ -422,10 +422,10 @@ impl Capacity {
             }
             None => {
                 // Slots may spread over nodes, but each slot fits on one node.
-                let per_node = if slot_gpus > 0 {
-                    (self.cores_per_node / slot_cores.max(1)).min(self.gpus_per_node / slot_gpus)
-                } else {
-                    self.cores_per_node / slot_cores.max(1)
+                let by_cores = self.cores_per_node / slot_cores.max(1);
+                let per_node = match self.gpus_per_node.checked_div(slot_gpus) {
+                    Some(by_gpus) => by_cores.min(by_gpus),
+                    None => by_cores, // no GPUs asked for
                 };
                 let fit = per_node * self.nodes;
                 if req.total_slots() > fit {

@@ -194,7 +194,8 @@ impl PluginRef {
         (self as *const PluginRef).cast_mut().cast()
     }
 
-    fn state(&self) -> Result<&mut State> {
+    /// Run `f` with the plugin's Rust state (created on first use).
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R> {
         const KEY: &std::ffi::CStr = c"pancake::rust-state";
         // SAFETY: live plugin; the key is a valid C string.
         let mut p = unsafe { flux_sys::flux_plugin_aux_get(self.as_ptr(), KEY.as_ptr()) };
@@ -204,29 +205,31 @@ impl PluginRef {
                 ..State::default()
             }));
             // SAFETY: the plugin takes ownership of b and frees it with state_destroy.
-            if unsafe {
+            let rc = unsafe {
                 flux_sys::flux_plugin_aux_set(
                     self.as_ptr(),
                     KEY.as_ptr(),
                     b.cast(),
                     Some(state_destroy),
                 )
-            } < 0
-            {
+            };
+            if rc < 0 {
                 // SAFETY: not stored, so still ours.
                 drop(unsafe { Box::from_raw(b) });
                 return Err(Error::last_os());
             }
             p = b.cast();
         }
-        // SAFETY: p is the State stored above; plugin callbacks run on one thread
-        // and never hold two of these borrows at once (registration only).
-        Ok(unsafe { &mut *p.cast::<State>() })
+        // SAFETY: p is the State stored above, owned by the plugin and used
+        // only on its thread; the borrow ends with this call and `f` cannot
+        // reach the state again (it is private to this module).
+        let state = unsafe { &mut *p.cast::<State>() };
+        Ok(f(state))
     }
 
     /// A reference to this plugin that closures may keep.
     pub fn weak(&self) -> Result<WeakPlugin> {
-        let alive = Rc::clone(&self.state()?.alive);
+        let alive = self.with_state(|s| Rc::clone(&s.alive))?;
         Ok(WeakPlugin {
             ptr: self.as_ptr(),
             alive,
@@ -276,7 +279,7 @@ impl PluginRef {
                 Rc::as_ptr(&cell) as *mut libc::c_void,
             )
         })?;
-        self.state()?.callbacks.push(cell);
+        self.with_state(|s| s.callbacks.push(cell))?;
         Ok(())
     }
 
@@ -307,7 +310,7 @@ impl PluginRef {
                 Rc::as_ptr(&cell) as *mut libc::c_void,
             )
         })?;
-        self.state()?.services.push(cell);
+        self.with_state(|s| s.services.push(cell))?;
         Ok(())
     }
 
@@ -383,7 +386,7 @@ impl PluginRef {
     /// Post event `name` with JSON object `context` to job `id`'s eventlog.
     pub fn event_post(&self, id: JobId, name: &str, context: &serde_json::Value) -> Result<()> {
         let n = cstring(name)?;
-        let obj = JsonObject::from_str(&context.to_string())?;
+        let obj = JsonObject::parse(&context.to_string())?;
         let o = obj.as_json_ptr()?;
         // SAFETY: live plugin; "O" takes a new reference to the live object o.
         cvt(unsafe {
@@ -395,7 +398,7 @@ impl PluginRef {
     /// Update the current job's jobspec with `updates` (`{"attributes.system.x": v}`),
     /// from inside that job's callback.
     pub fn jobspec_update(&self, updates: &serde_json::Value) -> Result<()> {
-        let obj = JsonObject::from_str(&updates.to_string())?;
+        let obj = JsonObject::parse(&updates.to_string())?;
         let o = obj.as_json_ptr()?;
         // SAFETY: live plugin; "O" takes a new reference to the live object o.
         cvt(unsafe { flux_sys::flux_jobtap_jobspec_update_pack(self.as_ptr(), c"O".as_ptr(), o) })

@@ -31,7 +31,7 @@ impl JsonObject {
     }
 
     /// Parse `text` (a JSON object) into a jansson object.
-    pub fn from_str(text: &str) -> Result<Self> {
+    pub fn parse(text: &str) -> Result<Self> {
         let me = Self::empty()?;
         let c = cstring(text)?;
         // SAFETY: args is live; c is a valid C string.

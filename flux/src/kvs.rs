@@ -62,10 +62,9 @@ impl std::fmt::Debug for KvsTxn {
 impl KvsTxn {
     /// An empty transaction.
     pub fn new() -> Result<Self> {
-        // SAFETY: plain constructor.
-        Ok(Self {
-            ptr: cvt_p(unsafe { flux_sys::flux_kvs_txn_create() })?,
-        })
+        // SAFETY: plain constructor; NULL (with errno) is handled by cvt_p.
+        let p = unsafe { flux_sys::flux_kvs_txn_create() };
+        Ok(Self { ptr: cvt_p(p)? })
     }
 
     /// Put `value` (JSON text) at `key`.

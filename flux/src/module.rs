@@ -74,7 +74,7 @@ pub unsafe fn run_main(
     let rc = match outcome {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
-            hr.log(Level::Err, &format!("{}", e.message()));
+            hr.log(Level::Err, &e.message());
             if ran { 0 } else { crate::error::to_c(&e) }
         }
         Err(payload) => {

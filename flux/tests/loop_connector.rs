@@ -169,11 +169,11 @@ fn job_ids_round_trip() {
 
 #[test]
 fn json_objects_cross_without_jansson() {
-    let o = flux::json::JsonObject::from_str(r#"{"a":[1,2,{"b":"c"}]}"#).unwrap();
+    let o = flux::json::JsonObject::parse(r#"{"a":[1,2,{"b":"c"}]}"#).unwrap();
     let back: serde_json::Value = serde_json::from_str(&o.to_string().unwrap()).unwrap();
     assert_eq!(back, serde_json::json!({"a":[1,2,{"b":"c"}]}));
     assert!(
-        flux::json::JsonObject::from_str("[1]").is_err()
-            || flux::json::JsonObject::from_str("nope").is_err()
+        flux::json::JsonObject::parse("[1]").is_err()
+            || flux::json::JsonObject::parse("nope").is_err()
     );
 }

@@ -95,10 +95,10 @@ pub(crate) fn scan_view(view: &Path, own_socket: Option<&Path>) -> Vec<(String, 
         }
         let socket = view.join(format!("run/flux/local-{index}"));
         // Skip the queue broker's own entry.
-        if let (Some(own), Ok(this)) = (own_socket, std::fs::canonicalize(&socket)) {
-            if this == own {
-                continue;
-            }
+        if let (Some(own), Ok(this)) = (own_socket, std::fs::canonicalize(&socket))
+            && this == own
+        {
+            continue;
         }
         out.push((name.to_string(), format!("local://{}", socket.display())));
     }

@@ -323,21 +323,21 @@ pub(crate) fn log(p: &Shared, level: Level, text: &str) {
 
 fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
     let Some(id) = entry.id else { return };
-    if let Some(js) = &entry.jobspec {
-        if let Some(container) = journal::container(js) {
-            let container = container.to_string();
-            let submit = entry.events.iter().find(|e| e.name == "submit");
-            let t_submit = submit.map(|e| e.timestamp).unwrap_or(0.0);
-            let urgency = submit
-                .and_then(|e| e.context.get("urgency"))
-                .and_then(|u| u.as_i64())
-                .unwrap_or(16) as i32;
-            let mut st = p.borrow_mut();
-            if st.tracked.insert(id) {
-                st.early.insert(id, Vec::new());
-                drop(st);
-                lookup_jobspec(p, id, container, t_submit, urgency);
-            }
+    if let Some(js) = &entry.jobspec
+        && let Some(container) = journal::container(js)
+    {
+        let container = container.to_string();
+        let submit = entry.events.iter().find(|e| e.name == "submit");
+        let t_submit = submit.map(|e| e.timestamp).unwrap_or(0.0);
+        let urgency = submit
+            .and_then(|e| e.context.get("urgency"))
+            .and_then(|u| u.as_i64())
+            .unwrap_or(16) as i32;
+        let mut st = p.borrow_mut();
+        if st.tracked.insert(id) {
+            st.early.insert(id, Vec::new());
+            drop(st);
+            lookup_jobspec(p, id, container, t_submit, urgency);
         }
     }
     if !p.borrow().tracked.contains(&id) {

@@ -17,6 +17,8 @@ use flux::{ReactorRef, Sender, Watcher};
 
 type Job = Box<dyn FnOnce() -> Box<dyn std::any::Any + Send> + Send>;
 type Completion = Box<dyn FnOnce(Box<dyn std::any::Any + Send>)>;
+/// A job's result, type-erased on its way back to the reactor thread.
+type Value = Box<dyn std::any::Any + Send>;
 
 /// The worker thread and the reactor side of its result channel.
 pub struct Worker {
@@ -38,7 +40,7 @@ impl Worker {
     pub fn start(r: &ReactorRef) -> flux::Result<Worker> {
         let completions: Rc<RefCell<HashMap<u64, Completion>>> = Rc::default();
         let c2 = Rc::clone(&completions);
-        let (watcher, results): (Watcher, Sender<(u64, Box<dyn std::any::Any + Send>)>) =
+        let (watcher, results): (Watcher, Sender<(u64, Value)>) =
             flux::channel(r, move |(id, value)| {
                 let done = c2.borrow_mut().remove(&id);
                 if let Some(done) = done {

@@ -12,7 +12,9 @@ use std::io::Read;
 use pancake_pod::{Pod, PodSpec, skip_reason};
 
 fn usage() -> ! {
-    eprintln!("usage: pancake-pod hold [--containers a,b,c] [--nodes N] [--cores C] | demo [--installed]");
+    eprintln!(
+        "usage: pancake-pod hold [--containers a,b,c] [--nodes N] [--cores C] | demo [--installed]"
+    );
     std::process::exit(2);
 }
 
@@ -69,24 +71,84 @@ fn demo(installed: bool) -> Result<(), String> {
         spec.cores
     );
     let pod = Pod::start(spec)?;
-    let (module, plugin) = pod.install_pancake()?;
-    pod.queue
-        .run(&["module", "load", &module.to_string_lossy()])?;
-    pod.queue
-        .run(&["jobtap", "load", &plugin.to_string_lossy(), "role=queue"])?;
-    println!("\nview root: {}", pod.root().display());
-    for b in pod.brokers() {
-        println!("\n== {} ({}) ==", b.name, b.uri);
-        print!("{}", b.run(&["resource", "list"])?);
+    let (module, plugin) = if installed {
+        ("pancake".to_string(), "pancake-bypass.so".to_string())
+    } else {
+        let (m, p) = pod.install_pancake()?;
+        (
+            m.to_string_lossy().into_owned(),
+            p.to_string_lossy().into_owned(),
+        )
+    };
+    let view = format!("view={}", pod.root().display());
+    let plugin_arg = format!("plugin={plugin}");
+    let q = &pod.queue;
+    println!("view root: {}\n", pod.root().display());
+    println!("$ flux jobtap load {plugin} role=queue");
+    q.run(&["jobtap", "load", &plugin, "role=queue"])?;
+    println!("$ flux module load {module} {view} {plugin_arg}");
+    q.run(&["module", "load", &module, &view, &plugin_arg])?;
+    // Wait for the three containers to connect.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while q.run(&["dmesg"])?.matches(": connected").count() < pod.apps.len() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "containers did not connect:\n{}",
+                q.run(&["dmesg"])?
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    println!("\n== queue: flux module list | grep pancake ==");
-    let list = pod.queue.run(&["module", "list"])?;
-    list.lines()
-        .filter(|l| l.starts_with("pancake"))
-        .for_each(|l| println!("{l}"));
-    println!("\n== queue: flux jobtap list ==");
-    print!("{}", pod.queue.run(&["jobtap", "list"])?);
-    pod.queue.run(&["module", "remove", "pancake"])?;
+    let jobs: [&[&str]; 5] = [
+        &["--setattr=container=lammps", "-N2", "-n8", "sleep", "1"],
+        &["--setattr=container=ior", "-n4", "-c2", "sleep", "1"],
+        &[
+            "--setattr=container=chatterbug",
+            "-N4",
+            "--exclusive",
+            "true",
+        ],
+        &["--setattr=container=ior", "-n1", "sh", "-c", "exit 3"],
+        &["--setattr=container=lammps", "-n20", "true"],
+    ];
+    let mut ids = Vec::new();
+    for args in jobs {
+        println!("$ flux submit {}", args.join(" "));
+        let mut a = vec!["submit"];
+        a.extend_from_slice(args);
+        ids.push(q.run(&a)?.trim().to_string());
+    }
+    for id in &ids {
+        q.run(&["job", "wait-event", "-t", "60", id, "clean"])?;
+    }
+    println!(
+        "\n$ flux jobs -a -o '{{id}} {{user.container}} {{status}} {{returncode}} {{nnodes}} {{ncores}} {{nodelist}}'"
+    );
+    print!(
+        "{}",
+        q.run(&["jobs", "-a", "-o", "{id:>12} {user.container:>10} {status:>9} {returncode:>3} {nnodes:>3} {ncores:>4} {nodelist}"])?
+    );
+    println!("\ncores each job used (rank: cores), from the queue jobs' R:");
+    for id in &ids {
+        let r: serde_json::Value =
+            serde_json::from_str(&q.run(&["job", "info", id, "R"])?).map_err(|e| e.to_string())?;
+        let lite: Vec<String> = r["execution"]["R_lite"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e["rank"].as_str().unwrap_or("?"),
+                            e["children"]["core"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!("  {id:>12}  {}", lite.join("  "));
+    }
+    q.run(&["module", "remove", "pancake"])?;
     let killed = pod.shutdown()?;
     println!(
         "\npod stopped cleanly ({} leftover processes killed)",

@@ -168,6 +168,9 @@ impl Broker {
     }
 }
 
+/// Per instance: the `flux start` exit code (`None` if killed) and its log tail.
+type Exits = BTreeMap<String, (Option<i32>, String)>;
+
 /// A running pod; see the crate docs.
 #[derive(Debug)]
 pub struct Pod {
@@ -390,7 +393,7 @@ impl Pod {
     /// Stop every instance: returns the processes killed after the grace
     /// period, and per instance its exit code (`None` if it had to be
     /// killed) with the tail of its log.
-    fn stop_all(&mut self) -> (Vec<String>, BTreeMap<String, (Option<i32>, String)>) {
+    fn stop_all(&mut self) -> (Vec<String>, Exits) {
         // Closing stdin ends each initial program; the instances then shut
         // down on their own, in parallel.
         for b in std::iter::once(&mut self.queue).chain(self.apps.iter_mut()) {
@@ -594,8 +597,10 @@ impl FluxionServer {
             .map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(p) = fs::read_to_string(&port_file) {
-                if let Ok(port) = p.trim().parse::<u16>() {
+            if let Ok(p) = fs::read_to_string(&port_file)
+                && let Ok(port) = p.trim().parse::<u16>()
+            {
+                {
                     return Ok(FluxionServer {
                         child,
                         uri: format!("grpc://127.0.0.1:{port}"),
