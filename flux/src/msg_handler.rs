@@ -65,32 +65,30 @@ impl Table {
 
     /// Handle requests whose topic matches `topic` (a glob), from `role`.
     pub fn request(
-        mut self,
+        self,
         topic: &str,
         role: Role,
         cb: impl FnMut(&HandleRef, &MsgRef) + 'static,
     ) -> Self {
-        self.entries.push(Entry {
-            typemask: flux_sys::FLUX_MSGTYPE_REQUEST as i32,
-            topic: topic.to_string(),
-            role,
-            cb: Box::new(cb),
-        });
-        self
+        self.add(flux_sys::FLUX_MSGTYPE_REQUEST, topic, role, Box::new(cb))
     }
 
     /// Handle events whose topic matches `topic` (subscribe separately).
     pub fn event(
-        mut self,
+        self,
         topic: &str,
         role: Role,
         cb: impl FnMut(&HandleRef, &MsgRef) + 'static,
     ) -> Self {
+        self.add(flux_sys::FLUX_MSGTYPE_EVENT, topic, role, Box::new(cb))
+    }
+
+    fn add(mut self, typemask: u32, topic: &str, role: Role, cb: Box<Handler>) -> Self {
         self.entries.push(Entry {
-            typemask: flux_sys::FLUX_MSGTYPE_EVENT as i32,
+            typemask: typemask as i32,
             topic: topic.to_string(),
             role,
-            cb: Box::new(cb),
+            cb,
         });
         self
     }
