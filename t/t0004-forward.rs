@@ -310,3 +310,67 @@ fn application_side_timeout_is_mirrored() {
     );
     pod.shutdown().unwrap();
 }
+
+#[test]
+fn strict_application_brokers_refuse_direct_and_forged_jobs() {
+    let Some(pod) = pancake_pod("forward strict", PodSpec::default(), &["strict=true"]) else {
+        return;
+    };
+    let app = pod.app("lammps");
+    // A plain job submitted straight to the application broker is refused,
+    // telling the user where to go.
+    let out = app.output(&["submit", "true"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--setattr=container=lammps"), "{err}");
+    // A pancake job runs; an owner job whose R overlaps it is refused (the
+    // defence in depth against a buggy module), one outside the broker too.
+    let id = submit(
+        &pod,
+        &[
+            "--setattr=container=lammps",
+            "-N4",
+            "--exclusive",
+            "sleep",
+            "30",
+        ],
+    );
+    pod.queue
+        .run(&["job", "wait-event", "-t", "30", &id, "start"])
+        .unwrap();
+    let r = app.run(&["kvs", "get", "resource.R"]).unwrap();
+    let out = app
+        .output(&[
+            "submit",
+            &format!("--setattr=system.alloc-bypass.R={}", r.trim()),
+            "true",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("overlaps running job"),
+        "{err}"
+    );
+    let mut outside: serde_json::Value = serde_json::from_str(&r).unwrap();
+    outside["execution"]["R_lite"][0]["children"]["core"] = "0-99".into();
+    let out = app
+        .output(&[
+            "submit",
+            &format!("--setattr=system.alloc-bypass.R={outside}"),
+            "true",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not inside this broker's resources"),
+        "{err}"
+    );
+    pod.queue.run(&["cancel", &id]).unwrap();
+    wait_clean(&pod, &id);
+    let stats = pod.queue.run(&["module", "stats", "pancake"]).unwrap();
+    assert!(
+        stats.contains("\"forwarded\":1") || stats.contains("\"forwarded\": 1"),
+        "{stats}"
+    );
+    pod.shutdown().unwrap();
+}

@@ -184,7 +184,15 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
 fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandlers> {
     let s_status = Rc::clone(p);
     let s_reload = Rc::clone(p);
+    let s_stats = Rc::clone(p);
     Table::new()
+        // `flux module stats pancake` shows these counters.
+        .request("stats-get", Role::User, move |h, msg| {
+            let st = s_stats.borrow();
+            let reply =
+                json!({ "stats": st.d.stats(), "containers": st.containers.iter().count() });
+            let _ = h.respond_json(msg, &reply);
+        })
         .request("status", Role::Owner, move |h, msg| {
             // Fault injection for tests: `flux module debug --set 1 pancake`
             // makes the next status request panic inside the handler.
