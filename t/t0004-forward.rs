@@ -374,3 +374,48 @@ fn strict_application_brokers_refuse_direct_and_forged_jobs() {
     );
     pod.shutdown().unwrap();
 }
+
+#[test]
+fn a_dying_application_broker_fails_its_jobs_and_spares_the_others() {
+    let Some(mut pod) = pancake_pod("forward broker lost", PodSpec::default(), &[]) else {
+        return;
+    };
+    let doomed = submit(&pod, &["--setattr=container=ior", "-n2", "sleep", "300"]);
+    pod.queue
+        .run(&["job", "wait-event", "-t", "30", &doomed, "start"])
+        .unwrap();
+    pod.kill_app("ior").unwrap();
+    wait_clean(&pod, &doomed);
+    let log = pod.queue.run(&["job", "eventlog", &doomed]).unwrap();
+    assert!(
+        log.contains("exception") && log.contains("container ior"),
+        "{log}"
+    );
+    // The module keeps working for the other containers.
+    let ok = submit(&pod, &["--setattr=container=lammps", "-n1", "true"]);
+    wait_clean(&pod, &ok);
+    assert_eq!(
+        job_field(&pod.queue, &ok, "{result}"),
+        "COMPLETED",
+        "{}",
+        dmesg(&pod.queue)
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&common::rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap();
+    let ior = st["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ior")
+        .unwrap()
+        .clone();
+    assert_eq!(ior["state"], "lost", "{st}");
+    // The killed broker's job shell may still run: its cores stay held.
+    assert_eq!(
+        st["stats"]["granted"].as_u64().unwrap(),
+        st["stats"]["freed"].as_u64().unwrap() + 1,
+        "{st}"
+    );
+    let killed = pod.shutdown().unwrap();
+    eprintln!("left behind by the killed broker and cleaned up: {killed:?}");
+}
