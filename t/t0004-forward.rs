@@ -419,3 +419,47 @@ fn a_dying_application_broker_fails_its_jobs_and_spares_the_others() {
     let killed = pod.shutdown().unwrap();
     eprintln!("left behind by the killed broker and cleaned up: {killed:?}");
 }
+
+#[test]
+fn jobs_wait_while_fluxion_is_unreachable() {
+    if common::skip("fluxion unreachable") {
+        return;
+    }
+    let port = pancake_pod::FluxionServer::free_port();
+    let arg = format!("fluxion=grpc://127.0.0.1:{port}");
+    // No server yet: the module loads anyway (nothing blocks), and the
+    // container jobs wait.
+    let pod = common::pod_or_skip("fluxion unreachable", PodSpec::default()).unwrap();
+    let (module, plugin) = pod.install_pancake().unwrap();
+    let q = &pod.queue;
+    q.run(&["jobtap", "load", plugin.to_str().unwrap(), "role=queue"])
+        .unwrap();
+    let view = format!("view={}", pod.root().display());
+    let plugin_arg = format!("plugin={}", plugin.display());
+    q.run(&[
+        "module",
+        "load",
+        module.to_str().unwrap(),
+        &view,
+        &plugin_arg,
+        &arg,
+    ])
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let ids: Vec<String> = (0..3)
+        .map(|_| submit(&pod, &["--setattr=container=ior", "-n1", "true"]))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for id in &ids {
+        assert_eq!(job_field(q, id, "{state}"), "DEPEND", "{}", dmesg(q));
+    }
+    assert!(dmesg(q).contains("fluxion init failed"), "{}", dmesg(q));
+    // The service comes up: nothing was lost, every job runs.
+    std::fs::create_dir_all(pod.root().join("var/log")).unwrap();
+    let _server = pancake_pod::FluxionServer::start_on(pod.root(), port).unwrap();
+    for id in &ids {
+        wait_clean(&pod, id);
+        assert_eq!(job_field(q, id, "{result}"), "COMPLETED", "{}", dmesg(q));
+    }
+    pod.shutdown().unwrap();
+}

@@ -146,8 +146,13 @@ fn run(pod: &Pod, jobs: usize, seed: u64) {
     for id in &ids {
         if let Err(e) = q.run(&["job", "wait-event", "-t", "60", id, "clean"]) {
             let log = q.run(&["job", "eventlog", id]).unwrap_or_default();
-            let exec = q.run(&["job", "eventlog", "-p", "guest.exec.eventlog", id]).unwrap_or_default();
-            panic!("{id}: {e}\n--- eventlog:\n{log}\n--- exec:\n{exec}\n--- dmesg:\n{}", dmesg(q));
+            let exec = q
+                .run(&["job", "eventlog", "-p", "guest.exec.eventlog", id])
+                .unwrap_or_default();
+            panic!(
+                "{id}: {e}\n--- eventlog:\n{log}\n--- exec:\n{exec}\n--- dmesg:\n{}",
+                dmesg(q)
+            );
         }
     }
     // ... and for the application side to be clean.

@@ -429,6 +429,7 @@ fn init_fluxion(p: &Shared, r: &Rv1) {
         }
     };
     let cap = Capacity::of(r);
+    let r2 = r.clone();
     let policy = p.borrow().options.policy.clone();
     let weak = Rc::downgrade(p);
     let res = p.borrow_mut().fx.init(policy.clone(), jgf, move |res| {
@@ -446,12 +447,36 @@ fn init_fluxion(p: &Shared, r: &Rv1) {
                 );
                 crate::fluxion_ready(&p, cap);
             }
-            (Err(e), _) => log(&p, Level::Err, &format!("fluxion init failed: {e}")),
+            (Err(e), _) => {
+                // Nothing is lost: jobs wait until Fluxion holds the graph.
+                log(&p, Level::Err, &format!("fluxion init failed (retrying in 1 s): {e}"));
+                retry_init(&p, r2);
+            }
             (_, Err(e)) => log(&p, Level::Err, &format!("graph capacity: {e}")),
         }
     });
     if let Err(e) = res {
         log(p, Level::Err, &format!("fluxion init: {e}"));
+    }
+}
+
+/// Try `init` again in a second (the service may not be up yet).
+fn retry_init(p: &Shared, r: Rv1) {
+    let weak = Rc::downgrade(p);
+    let timer = p.borrow().h.reactor().and_then(|reactor| {
+        Watcher::timer(reactor, 1.0, 0.0, move |_, _| {
+            if let Some(p) = weak.upgrade()
+                && !p.borrow().fx.ready()
+            {
+                init_fluxion(&p, &r);
+            }
+        })
+    });
+    if let Ok(t) = timer {
+        t.start();
+        let mut st = p.borrow_mut();
+        st.timers.retain(|w| w.is_active());
+        st.timers.push(t);
     }
 }
 

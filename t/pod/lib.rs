@@ -567,8 +567,21 @@ pub struct FluxionServer {
 }
 
 impl FluxionServer {
-    /// Start the `pancake-fluxion` built next to the tests.
+    /// Start the `pancake-fluxion` built next to the tests, on a free port.
     pub fn start(dir: &Path) -> Result<FluxionServer, Error> {
+        Self::start_on(dir, 0)
+    }
+
+    /// A loopback port that is free right now (for a server started later).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    /// Start `pancake-fluxion` on `port` (0 = any free port).
+    pub fn start_on(dir: &Path, port: u16) -> Result<FluxionServer, Error> {
         let bin = lib_dir().join("pancake-fluxion");
         if !bin.exists() {
             return Err(format!(
@@ -583,7 +596,7 @@ impl FluxionServer {
         let child = Command::new(&bin)
             .args([
                 "--port",
-                "0",
+                &port.to_string(),
                 "--quiet",
                 "--shutdown-grace",
                 "0",
