@@ -113,7 +113,17 @@ fn demo(installed: bool) -> Result<(), String> {
     ];
     let mut ids = Vec::new();
     for args in jobs {
-        println!("$ flux submit {}", args.join(" "));
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("'{a}'")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        println!("$ flux submit {}", shown.join(" "));
         let mut a = vec!["submit"];
         a.extend_from_slice(args);
         ids.push(q.run(&a)?.trim().to_string());
@@ -126,7 +136,7 @@ fn demo(installed: bool) -> Result<(), String> {
     );
     print!(
         "{}",
-        q.run(&["jobs", "-a", "-o", "{id:>12} {user.container:>10} {status:>9} {returncode:>3} {nnodes:>3} {ncores:>4} {nodelist}"])?
+        q.run(&["jobs", "-a", "-o", "{id.f58:>12} {user.container:>10} {status:>9} {returncode:>3} {nnodes:>3} {ncores:>4} {nodelist}"])?
     );
     println!("\ncores each job used (rank: cores), from the queue jobs' R:");
     for id in &ids {
