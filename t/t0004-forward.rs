@@ -463,3 +463,47 @@ fn jobs_wait_while_fluxion_is_unreachable() {
     }
     pod.shutdown().unwrap();
 }
+
+#[test]
+fn flux_run_prints_the_application_output_and_returns_its_code() {
+    let Some(pod) = pancake_pod("forward output", PodSpec::default(), &[]) else {
+        return;
+    };
+    let out = pod
+        .queue
+        .output(&[
+            "run",
+            "--setattr=container=lammps",
+            "-n2",
+            "sh",
+            "-c",
+            "echo hello from $(flux getattr rank 2>/dev/null || echo task); echo oops >&2; exit 4",
+        ])
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "stdout {stdout} stderr {stderr}\n{}",
+        dmesg(&pod.queue)
+    );
+    assert_eq!(
+        stdout.matches("hello from").count(),
+        2,
+        "both tasks' output: {stdout}"
+    );
+    assert!(stderr.contains("oops"), "{stderr}");
+    // flux job attach replays it too.
+    let id = pod
+        .queue
+        .run(&["jobs", "-a", "-no", "{id}"])
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let attach = pod.queue.output(&["job", "attach", &id]).unwrap();
+    assert!(String::from_utf8_lossy(&attach.stdout).contains("hello from"));
+    pod.shutdown().unwrap();
+}

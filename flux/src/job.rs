@@ -47,6 +47,15 @@ pub fn kvs_key(id: JobId, key: &str) -> Result<String> {
     Ok(unsafe { cstr_to_string(buf.as_ptr()) }.unwrap_or_default())
 }
 
+/// The name of job `id`'s guest KVS namespace (`job-<id>`).
+pub fn kvs_namespace(id: JobId) -> Result<String> {
+    let mut buf = [0 as libc::c_char; 64];
+    // SAFETY: buf is writable for its length.
+    cvt(unsafe { flux_sys::flux_job_kvs_namespace(buf.as_mut_ptr(), buf.len() as i32, id) })?;
+    // SAFETY: NUL-terminated on success.
+    Ok(unsafe { cstr_to_string(buf.as_ptr()) }.unwrap_or_default())
+}
+
 /// Parse a job id in any form Flux accepts.
 pub fn parse(s: &str) -> Result<JobId> {
     let c = cstring(s)?;

@@ -18,6 +18,16 @@ impl HandleRef {
         Ok(unsafe { Future::from_raw(cvt_p(f)?) })
     }
 
+    /// Commit `txn` to namespace `ns` (e.g. a job's guest namespace `job-<id>`).
+    pub fn kvs_commit_ns(&self, ns: &str, txn: &KvsTxn) -> Result<Future> {
+        let n = cstring(ns)?;
+        // SAFETY: live handle, namespace string and transaction.
+        let f =
+            unsafe { flux_sys::flux_kvs_commit(self.as_ptr(), n.as_ptr(), 0, txn.ptr.as_ptr()) };
+        // SAFETY: a new future we own.
+        Ok(unsafe { Future::from_raw(cvt_p(f)?) })
+    }
+
     /// Commit `txn` to the primary namespace.
     pub fn kvs_commit(&self, txn: &KvsTxn) -> Result<Future> {
         // SAFETY: live handle and transaction; NULL namespace = primary.
@@ -65,6 +75,21 @@ impl KvsTxn {
         // SAFETY: plain constructor; NULL (with errno) is handled by cvt_p.
         let p = unsafe { flux_sys::flux_kvs_txn_create() };
         Ok(Self { ptr: cvt_p(p)? })
+    }
+
+    /// Append raw `text` to the value at `key` (an eventlog grows this way).
+    pub fn append(&mut self, key: &str, text: &str) -> Result<()> {
+        let (k, v) = (cstring(key)?, cstring(text)?);
+        // SAFETY: live txn; valid C strings.
+        cvt(unsafe {
+            flux_sys::flux_kvs_txn_put(
+                self.ptr.as_ptr(),
+                flux_sys::FLUX_KVS_APPEND as i32,
+                k.as_ptr(),
+                v.as_ptr(),
+            )
+        })
+        .map(|_| ())
     }
 
     /// Put `value` (JSON text) at `key`.

@@ -39,6 +39,9 @@ pub(crate) struct Container {
     pub(crate) uri: String,
     pub(crate) state: State,
     pub(crate) reason: Option<String>,
+    /// Futures on `handle`. Declared before it: fields drop in order, and a
+    /// future must be destroyed before the handle it was sent on.
+    pub(crate) pending: flux::Pending,
     pub(crate) handle: Option<Handle>,
     pub(crate) r: Option<Rv1>,
     backoff: f64,
@@ -138,6 +141,7 @@ pub(crate) fn discover(p: &Shared) {
                         uri,
                         state: State::Down,
                         reason: None,
+                        pending: flux::Pending::new(),
                         handle: None,
                         r: None,
                         backoff: 0.1,
@@ -267,6 +271,16 @@ fn connect(p: &Shared, name: &str) {
     }
 }
 
+/// The futures of container `name`'s connection (a detached set if unknown).
+pub(crate) fn container_pending(p: &Shared, name: &str) -> flux::Pending {
+    p.borrow()
+        .containers
+        .by_name
+        .get(name)
+        .map(|c| c.pending.clone())
+        .unwrap_or_default()
+}
+
 /// Run `f` with container `name`'s handle.
 fn with_handle<T>(
     p: &Shared,
@@ -297,7 +311,7 @@ fn ensure_plugin(p: &Shared, name: &str) {
     });
     let weak = Rc::downgrade(p);
     let n = name.to_string();
-    let pending = p.borrow().pending.clone();
+    let pending = container_pending(p, name);
     let step = move |f: &flux::FutureRef| {
         let Some(p) = weak.upgrade() else { return };
         let loaded = f
@@ -342,7 +356,7 @@ fn load_plugin(p: &Shared, name: &str) {
     });
     let weak = Rc::downgrade(p);
     let n = name.to_string();
-    let pending = p.borrow().pending.clone();
+    let pending = container_pending(p, name);
     match f {
         Ok(f) => {
             let _ = pending.spawn(f, 10.0, move |f| {
@@ -368,7 +382,7 @@ fn read_resources(p: &Shared, name: &str) {
     let f = with_handle(p, name, |h| h.kvs_lookup("resource.R"));
     let weak = Rc::downgrade(p);
     let n = name.to_string();
-    let pending = p.borrow().pending.clone();
+    let pending = container_pending(p, name);
     match f {
         Ok(f) => {
             let _ = pending.spawn(f, 10.0, move |f| {
@@ -491,7 +505,7 @@ fn start_journal(p: &Shared, name: &str) {
     });
     let weak = Rc::downgrade(p);
     let n = name.to_string();
-    let pending = p.borrow().pending.clone();
+    let pending = container_pending(p, name);
     let f = match f {
         Ok(f) => f,
         Err(e) => return lost(p, name, &e.message()),
@@ -595,10 +609,12 @@ pub(crate) fn lost(p: &Shared, name: &str, why: &str) {
         c.reason = Some(why.to_string());
         (was_up, c.journal.take())
     };
-    if let Some(id) = journal {
-        let pending = p.borrow().pending.clone();
-        pending.cancel(id);
-    }
+    // Destroy every future on the connection (journal, output watches,
+    // submits in flight) before the connection itself goes: the dispatcher
+    // already treats those jobs as lost.
+    let _ = journal;
+    container_pending(p, name).clear();
+    crate::output::container_lost(p, name);
     // Close the connection later, from the reactor: this may run inside a
     // callback of that very connection.
     let h = p
@@ -648,7 +664,7 @@ pub(crate) fn submit(
     let f = with_handle(p, name, |h| h.job_submit(jobspec, 16, 0));
     match f {
         Ok(f) => {
-            let pending = p.borrow().pending.clone();
+            let pending = container_pending(p, name);
             let _ = pending.spawn(f, 30.0, move |f| {
                 done(f.job_submit_get_id().map_err(|e| e.message()))
             });
@@ -664,7 +680,7 @@ pub(crate) fn cancel_job(p: &Shared, name: &str, app_id: u64, note: &str) {
     let n = name.to_string();
     match f {
         Ok(f) => {
-            let pending = p.borrow().pending.clone();
+            let pending = container_pending(p, name);
             let _ = pending.spawn(f, 30.0, move |f| {
                 if let (Err(e), Some(p)) = (f.rpc_get(), weak.upgrade()) {
                     log(

@@ -65,6 +65,15 @@ pub(crate) fn perform(p: &Shared, action: Action) {
             });
         }
         Action::Release { id, r } => {
+            // The application job started: copy its output as it comes.
+            let target = p
+                .borrow()
+                .d
+                .job(id)
+                .and_then(|j| j.app_id.map(|a| (j.container.clone(), a)));
+            if let Some((container, app_id)) = target {
+                crate::output::start(p, id, &container, app_id);
+            }
             let req = json!({ "id": id, "R": r });
             let f = p.borrow().h.rpc(
                 "job-manager.pancake-bypass.release",
@@ -103,19 +112,30 @@ pub(crate) fn perform(p: &Shared, action: Action) {
         }
         Action::OverrideStart { id } => override_start(p, id, OVERRIDE_TRIES),
         Action::OverrideFinish { id, status } => {
-            rpc(
-                p,
-                id,
-                "job-exec.override",
-                json!({ "jobid": id, "event": "finish", "status": status }),
-            );
+            // The finish grafts the queue job's namespace: output goes first.
+            crate::output::after_output(p, id, move |p| {
+                rpc(
+                    p,
+                    id,
+                    "job-exec.override",
+                    json!({ "jobid": id, "event": "finish", "status": status }),
+                );
+            });
         }
         Action::Raise {
             id,
             kind,
             note,
-            wait_status,
-        } => raise(p, id, &kind, &note, wait_status),
+            wait_status: Some(ws),
+        } => {
+            crate::output::after_output(p, id, move |p| raise(p, id, &kind, &note, Some(ws)));
+        }
+        Action::Raise {
+            id,
+            kind,
+            note,
+            wait_status: None,
+        } => raise(p, id, &kind, &note, None),
         Action::CancelApp {
             container,
             app_id,
@@ -202,7 +222,7 @@ fn override_start(p: &Shared, id: JobId, tries: u32) {
     let _ = pending.spawn(f, 30.0, move |f| {
         let Some(p) = weak.upgrade() else { return };
         match f.rpc_get() {
-            Ok(_) => {}
+            Ok(_) => crate::output::queue_started(&p, id),
             Err(e) if e.errno == libc::ENOENT && tries > 0 => {
                 // testexec registers the job a moment after RUN: try again soon.
                 let weak = Rc::downgrade(&p);

@@ -11,6 +11,7 @@
 mod apps;
 mod effects;
 mod fluxion_worker;
+mod output;
 pub mod worker;
 
 use std::cell::RefCell;
@@ -41,6 +42,7 @@ pub(crate) struct Pancake {
     pub(crate) fx: FluxionWorker,
     pub(crate) containers: Containers,
     pub(crate) pending: Pending,
+    pub(crate) outputs: output::Outputs,
     /// Queue jobs known to be container jobs; events of others are ignored.
     pub(crate) tracked: HashSet<JobId>,
     /// Events for jobs whose J lookup is in flight.
@@ -96,6 +98,7 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
             started: Instant::now(),
             fx,
             pending: Pending::new(),
+            outputs: output::Outputs::default(),
             tracked: HashSet::new(),
             early: HashMap::new(),
             requests: 0,
