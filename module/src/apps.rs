@@ -299,21 +299,40 @@ fn with_handle<T>(
     f(h)
 }
 
+/// Send a request on container `name`'s connection and run `then` with the
+/// answer on the reactor (a failed send means the container is lost).
+fn ask(
+    p: &Shared,
+    name: &str,
+    send: impl FnOnce(&Handle) -> flux::Result<flux::Future>,
+    then: impl FnOnce(&Shared, &str, &flux::FutureRef) + 'static,
+) {
+    let f = with_handle(p, name, send);
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    match f {
+        Ok(f) => {
+            let _ = container_pending(p, name).spawn(f, 10.0, move |f| {
+                if let Some(p) = weak.upgrade() {
+                    then(&p, &n, f);
+                }
+            });
+        }
+        Err(e) => lost(p, name, &e.message()),
+    }
+}
+
 /// Load `pancake-bypass` (role=app) on the broker unless it is there.
 fn ensure_plugin(p: &Shared, name: &str) {
-    let f = with_handle(p, name, |h| {
+    let query = |h: &Handle| {
         h.rpc(
             "job-manager.jobtap",
             Some(r#"{"query_only":true}"#),
             flux::NODEID_ANY,
             0,
         )
-    });
-    let weak = Rc::downgrade(p);
-    let n = name.to_string();
-    let pending = container_pending(p, name);
-    let step = move |f: &flux::FutureRef| {
-        let Some(p) = weak.upgrade() else { return };
+    };
+    ask(p, name, query, |p, n, f| {
         let loaded = f
             .rpc_get_json::<Value>()
             .ok()
@@ -324,17 +343,11 @@ fn ensure_plugin(p: &Shared, name: &str) {
                     .any(|x| x.as_str().is_some_and(|s| s.starts_with("pancake-bypass")))
             });
         match loaded {
-            Some(true) => read_resources(&p, &n),
-            Some(false) => load_plugin(&p, &n),
-            None => lost(&p, &n, "cannot list its jobtap plugins"),
+            Some(true) => read_resources(p, n),
+            Some(false) => load_plugin(p, n),
+            None => lost(p, n, "cannot list its jobtap plugins"),
         }
-    };
-    match f {
-        Ok(f) => {
-            let _ = pending.spawn(f, 10.0, step);
-        }
-        Err(e) => lost(p, name, &e.message()),
-    }
+    });
 }
 
 fn load_plugin(p: &Shared, name: &str) {
@@ -346,59 +359,43 @@ fn load_plugin(p: &Shared, name: &str) {
         "load": plugin,
         "conf": { "role": "app", "container": name, "strict": strict },
     });
-    let f = with_handle(p, name, |h| {
+    let load = move |h: &Handle| {
         h.rpc(
             "job-manager.jobtap",
             Some(&req.to_string()),
             flux::NODEID_ANY,
             0,
         )
-    });
-    let weak = Rc::downgrade(p);
-    let n = name.to_string();
-    let pending = container_pending(p, name);
-    match f {
-        Ok(f) => {
-            let _ = pending.spawn(f, 10.0, move |f| {
-                let Some(p) = weak.upgrade() else { return };
-                match f.rpc_get() {
-                    Ok(_) => {
-                        log(
-                            &p,
-                            Level::Info,
-                            &format!("container {n}: loaded {plugin} role=app"),
-                        );
-                        read_resources(&p, &n);
-                    }
-                    Err(e) => refuse(&p, &n, &format!("cannot load {plugin} there: {e}")),
-                }
-            });
+    };
+    ask(p, name, load, move |p, n, f| match f.rpc_get() {
+        Ok(_) => {
+            log(
+                p,
+                Level::Info,
+                &format!("container {n}: loaded {plugin} role=app"),
+            );
+            read_resources(p, n);
         }
-        Err(e) => lost(p, name, &e.message()),
-    }
+        Err(e) => refuse(p, n, &format!("cannot load {plugin} there: {e}")),
+    });
 }
 
 fn read_resources(p: &Shared, name: &str) {
-    let f = with_handle(p, name, |h| h.kvs_lookup("resource.R"));
-    let weak = Rc::downgrade(p);
-    let n = name.to_string();
-    let pending = container_pending(p, name);
-    match f {
-        Ok(f) => {
-            let _ = pending.spawn(f, 10.0, move |f| {
-                let Some(p) = weak.upgrade() else { return };
-                match f
-                    .kvs_lookup_get()
-                    .map_err(|e| e.message())
-                    .and_then(|s| Rv1::parse(s).map_err(|e| e.to_string()))
-                {
-                    Ok(r) => got_resources(&p, &n, r),
-                    Err(e) => refuse(&p, &n, &format!("resource.R: {e}")),
-                }
-            });
-        }
-        Err(e) => lost(p, name, &e.message()),
-    }
+    ask(
+        p,
+        name,
+        |h| h.kvs_lookup("resource.R"),
+        |p, n, f| {
+            let r = f
+                .kvs_lookup_get()
+                .map_err(|e| e.message())
+                .and_then(|s| Rv1::parse(s).map_err(|e| e.to_string()));
+            match r {
+                Ok(r) => got_resources(p, n, r),
+                Err(e) => refuse(p, n, &format!("resource.R: {e}")),
+            }
+        },
+    );
 }
 
 /// The graph is the first container's R; every other container must agree.
