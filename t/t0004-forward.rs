@@ -507,3 +507,26 @@ fn flux_run_prints_the_application_output_and_returns_its_code() {
     assert!(String::from_utf8_lossy(&attach.stdout).contains("hello from"));
     pod.shutdown().unwrap();
 }
+
+#[test]
+fn a_returning_application_broker_is_reconnected() {
+    let Some(mut pod) = pancake_pod("forward broker returns", PodSpec::default(), &[]) else {
+        return;
+    };
+    pod.kill_app("chatterbug").unwrap();
+    // Jobs for it wait while it is gone...
+    let waiting = submit(&pod, &["--setattr=container=chatterbug", "-n1", "true"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(job_field(&pod.queue, &waiting, "{state}"), "DEPEND");
+    // ... and run once it is back: pancake reconnects by itself.
+    pod.restart_app("chatterbug").unwrap();
+    wait_clean(&pod, &waiting);
+    assert_eq!(
+        job_field(&pod.queue, &waiting, "{result}"),
+        "COMPLETED",
+        "{}",
+        dmesg(&pod.queue)
+    );
+    assert!(dmesg(&pod.queue).contains("container chatterbug: lost"));
+    pod.shutdown().unwrap();
+}

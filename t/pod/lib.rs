@@ -362,6 +362,22 @@ impl Pod {
         Ok(())
     }
 
+    /// Start application container `name` again after [`Pod::kill_app`]
+    /// (same index, socket, config and fake hosts: a container restart).
+    pub fn restart_app(&mut self, name: &str) -> Result<(), Error> {
+        let i = self
+            .apps
+            .iter()
+            .position(|b| b.name == name)
+            .ok_or("no such container")?;
+        let index = self.apps[i].index;
+        let _ = fs::remove_file(self.root.join(format!("run/ready-{index}")));
+        let _ = fs::remove_file(self.root.join(format!("run/flux-{index}/local-0")));
+        let b = self.launch(name, index, self.spec.nodes)?;
+        self.apps[i] = b;
+        self.wait_ready(name, Instant::now() + Duration::from_secs(120))
+    }
+
     /// Stop every instance and check that it went well: every `flux start`
     /// exited 0 (a broker that aborted, e.g. on a module that would not shut
     /// down, makes it fail), and no process of the pod survived. Returns the
