@@ -262,3 +262,25 @@ fn randomized_workload_keeps_the_invariants() {
     run(&pod, jobs, seed);
     pod.shutdown().unwrap();
 }
+
+#[test]
+fn randomized_workload_over_grpc_keeps_the_invariants() {
+    if common::skip("randomized workload (gRPC)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("var/log")).unwrap();
+    let server = pancake_pod::FluxionServer::start(dir.path()).unwrap();
+    let arg = format!("fluxion={}", server.uri);
+    let Some(pod) = pancake_pod(
+        "randomized workload (gRPC)",
+        PodSpec::default(),
+        &["queue-policy=easy", &arg],
+    ) else {
+        return;
+    };
+    let (jobs, seed) = size();
+    // A third of the embedded run's size: the same paths, through pancake-fluxion.
+    run(&pod, jobs.div_ceil(3), seed + 1);
+    pod.shutdown().unwrap();
+}

@@ -161,6 +161,17 @@ pub enum Event {
         /// The application job id, or the reason the broker refused it.
         result: Result<JobId, String>,
     },
+    /// A job pancake forwarded appeared in an application broker's journal
+    /// (its jobspec names the queue job): maps the two before the submit
+    /// answer, which may arrive after the job already started.
+    AppSubmitted {
+        /// Container.
+        container: String,
+        /// Application job id.
+        app_id: JobId,
+        /// The queue job it mirrors (`attributes.user.pancake.queue_id`).
+        queue_id: JobId,
+    },
     /// An event of an application job.
     App {
         /// Container.
@@ -652,6 +663,20 @@ impl Dispatcher {
             Event::QueueInactive { id } => self.on_queue_inactive(id, &mut out),
             Event::Matched { id, result } => self.on_matched(id, result, &mut out),
             Event::SubmitDone { id, result } => self.on_submit_done(id, result, &mut out),
+            Event::AppSubmitted {
+                container,
+                app_id,
+                queue_id,
+            } => {
+                if let Some(j) = self.jobs.get_mut(&queue_id)
+                    && j.container == container
+                    && j.app_id.is_none()
+                    && j.phase == Phase::Submitting
+                {
+                    j.app_id = Some(app_id);
+                    self.by_app.insert((container, app_id), queue_id);
+                }
+            }
             Event::App {
                 container,
                 app_id,
@@ -914,13 +939,22 @@ impl Dispatcher {
                     id,
                     memo: json!({ "app_id": app_id }),
                 });
-                if j.queue_ended {
+                if j.phase != Phase::Submitting {
+                    // The application journal got there first (AppSubmitted,
+                    // then maybe start or more): nothing to change.
+                    out.push(Action::Log {
+                        id: Some(id),
+                        text: format!("forwarded to {} as job {app_id}", j.container),
+                    });
+                } else if j.queue_ended && !j.app_finished && !j.app_clean {
                     // Cancelled while the submit was in flight.
                     out.push(Action::CancelApp {
                         container: j.container.clone(),
                         app_id,
                         note: "queue job ended before forwarding completed".into(),
                     });
+                    j.phase = Phase::Draining;
+                } else if j.queue_ended {
                     j.phase = Phase::Draining;
                 } else {
                     j.phase = Phase::Submitted;
@@ -980,7 +1014,7 @@ impl Dispatcher {
         };
         match ev {
             AppEvent::Start => {
-                if j.phase == Phase::Submitted && !j.queue_ended {
+                if matches!(j.phase, Phase::Submitting | Phase::Submitted) && !j.queue_ended {
                     j.phase = Phase::Running;
                     // Releasing before the queue job holds the dependency
                     // would remove a dependency that is not there yet.

@@ -111,6 +111,24 @@ pub fn queue_event(id: JobId, ev: &JournalEvent) -> Option<Event> {
     }
 }
 
+/// The queue job a forwarded application job mirrors, from the `submit`
+/// entry of the application broker's journal (its jobspec carries
+/// `attributes.user.pancake.queue_id`).
+pub fn app_submitted(container: &str, entry: &JournalEntry) -> Option<Event> {
+    let app_id = entry.id?;
+    entry.events.iter().find(|e| e.name == "submit")?;
+    let queue_id = entry
+        .jobspec
+        .as_ref()?
+        .pointer("/attributes/user/pancake/queue_id")?
+        .as_u64()?;
+    Some(Event::AppSubmitted {
+        container: container.to_string(),
+        app_id,
+        queue_id,
+    })
+}
+
 /// An application-broker event, as a dispatcher [`AppEvent`].
 pub fn app_event(ev: &JournalEvent) -> Option<AppEvent> {
     let ctx = &ev.context;
@@ -156,6 +174,28 @@ mod tests {
         assert!(parse("{}").is_err());
         assert!(parse("[").is_err());
         assert!(parse(r#"{"id":"x","events":[]}"#).is_err());
+    }
+
+    #[test]
+    fn app_submit_names_the_queue_job() {
+        let e = parse(
+            r#"{"id":77,"events":[{"timestamp":1,"name":"submit","context":{}}],
+                "jobspec":{"attributes":{"user":{"pancake":{"queue_id":5,"fluxion_id":1}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            app_submitted("ior", &e),
+            Some(Event::AppSubmitted {
+                container: "ior".into(),
+                app_id: 77,
+                queue_id: 5
+            })
+        );
+        let other = parse(
+            r#"{"id":78,"events":[{"timestamp":1,"name":"submit","context":{}}],"jobspec":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(app_submitted("ior", &other), None);
     }
 
     #[test]

@@ -58,6 +58,8 @@ struct Sim {
     /// Queue jobs whose override start took effect, and allocs still to come.
     started: std::collections::HashSet<JobId>,
     alloc_later: Vec<JobId>,
+    /// Submit answers still to come: (queue id, app id).
+    submit_later: Vec<(JobId, JobId)>,
 }
 
 impl Sim {
@@ -91,6 +93,7 @@ impl Sim {
             held_later: Vec::new(),
             started: Default::default(),
             alloc_later: Vec::new(),
+            submit_later: Vec::new(),
         };
         for c in ["lammps", "ior", "chatterbug"] {
             s.feed(Event::ContainerUp {
@@ -234,6 +237,17 @@ impl Sim {
                         cleaned: false,
                     },
                 );
+                // The application journal may show the job (and its start)
+                // before the submit RPC's answer is processed.
+                if self.rand(3) == 0 {
+                    self.events.push_back(Event::AppSubmitted {
+                        container,
+                        app_id,
+                        queue_id: id,
+                    });
+                    self.submit_later.push((id, app_id));
+                    return;
+                }
                 let _ = container;
                 self.events.push_back(Event::SubmitDone {
                     id,
@@ -338,6 +352,12 @@ impl Sim {
             self.drain();
         }
         // Late allocs and dependency-adds arrive after this step's events.
+        for (id, app_id) in std::mem::take(&mut self.submit_later) {
+            self.events.push_back(Event::SubmitDone {
+                id,
+                result: Ok(app_id),
+            });
+        }
         // (An alloc may lag behind the application's finish and clean.)
         for id in std::mem::take(&mut self.alloc_later) {
             if finish_all || self.rand(3) == 0 {

@@ -495,7 +495,7 @@ fn start_journal(p: &Shared, name: &str) {
     let f = with_handle(p, name, |h| {
         h.rpc(
             "job-manager.events-journal",
-            Some(r#"{"full":false,"allow":{"start":1,"finish":1,"exception":1,"clean":1}}"#),
+            Some(r#"{"full":false,"allow":{"submit":1,"start":1,"finish":1,"exception":1,"clean":1}}"#),
             flux::NODEID_ANY,
             flux::future::rpc_flags::STREAMING,
         )
@@ -515,6 +515,11 @@ fn start_journal(p: &Shared, name: &str) {
             Ok(Some(text)) => {
                 match journal::parse(text) {
                     Ok(entry) => {
+                        // The submit entry maps the job to its queue job even
+                        // before our submit RPC's answer is processed.
+                        if let Some(ev) = journal::app_submitted(&n, &entry) {
+                            feed(&p, ev);
+                        }
                         if let Some(app_id) = entry.id {
                             for ev in &entry.events {
                                 if let Some(event) = journal::app_event(ev) {
