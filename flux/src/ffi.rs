@@ -92,9 +92,9 @@ impl<F: ?Sized> CbCell<F> {
         ptr: *const Self,
         call: impl FnOnce(&mut F),
     ) -> std::result::Result<(), String> {
-        // SAFETY: the caller guarantees ptr is a live Rc allocation; taking an
-        // extra strong count keeps it alive while the closure runs even if the
-        // closure drops the owner's Rc.
+        // Taking an extra strong count keeps the cell alive while the closure
+        // runs, even if the closure drops the owner's Rc.
+        // SAFETY: the caller guarantees ptr is a live Rc allocation.
         let rc = unsafe {
             Rc::increment_strong_count(ptr);
             Rc::from_raw(ptr)

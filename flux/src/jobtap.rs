@@ -138,10 +138,10 @@ impl WeakPlugin {
         if !self.alive.get() {
             return None;
         }
-        // SAFETY: `alive` is true until the plugin's aux state is destroyed,
-        // which happens only when the plugin itself is destroyed; until then
-        // ptr is the live plugin, and we are on its (job-manager) thread
-        // because WeakPlugin is !Send.
+        // `alive` is true until the plugin's aux state is destroyed, which
+        // happens only when the plugin itself is destroyed; WeakPlugin is
+        // !Send, so we are on the plugin's (job-manager) thread.
+        // SAFETY: until then ptr is the live plugin.
         Some(f(unsafe { PluginRef::from_ptr(self.ptr) }))
     }
 }
@@ -220,9 +220,9 @@ impl PluginRef {
             }
             p = b.cast();
         }
-        // SAFETY: p is the State stored above, owned by the plugin and used
-        // only on its thread; the borrow ends with this call and `f` cannot
-        // reach the state again (it is private to this module).
+        // The State is owned by the plugin and used only on its thread; the
+        // borrow ends with this call and `f` cannot reach the state again.
+        // SAFETY: p is the State stored above, alive while the plugin is.
         let state = unsafe { &mut *p.cast::<State>() };
         Ok(f(state))
     }
