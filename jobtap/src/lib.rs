@@ -172,16 +172,8 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
         }
         Ok(())
     })?;
-    let s = Rc::clone(st);
-    p.add_handler("job.state.sched", move |p, _topic, args| {
-        let input = args.input()?;
-        let id = job_id(&input);
-        let r = s.borrow_mut().release_r.remove(&id);
-        if let Some(r) = r {
-            bypass_alloc(p, args, &s, id, r)?;
-        }
-        Ok(())
-    })?;
+    // Released jobs take the R the module handed over (once).
+    on_sched(p, st, |s, id| s.release_r.remove(&id))?;
     let s = Rc::clone(st);
     p.service_register("release", MsgRole::Owner, {
         let s = Rc::clone(&s);
@@ -226,6 +218,24 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
         drop(h.respond(msg, None));
     })?;
     Ok(())
+}
+
+/// In `job.state.sched`, allocate the jobs for which `take_r` yields an R
+/// (alloc-bypass style); leave the others to the scheduler.
+fn on_sched(
+    p: &PluginRef,
+    st: &Shared,
+    take_r: impl Fn(&mut State, JobId) -> Option<Value> + 'static,
+) -> flux::Result<()> {
+    let s = Rc::clone(st);
+    p.add_handler("job.state.sched", move |p, _topic, args| {
+        let id = job_id(&args.input()?);
+        let r = take_r(&mut s.borrow_mut(), id);
+        match r {
+            Some(r) => bypass_alloc(p, args, &s, id, r),
+            None => Ok(()),
+        }
+    })
 }
 
 /// Allocate job `id` with `r` without the scheduler, as alloc-bypass does:
@@ -329,16 +339,11 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
         p.set_flag(CURRENT_JOB, "alloc-bypass")?;
         Ok(())
     })?;
-    let s = Rc::clone(st);
-    p.add_handler("job.state.sched", move |p, _topic, args| {
-        let input = args.input()?;
-        let id = job_id(&input);
-        let r = s.borrow().admitted.get(&id).cloned();
-        if let Some(r) = r {
-            let r = serde_json::to_value(&r).map_err(flux::Error::from)?;
-            bypass_alloc(p, args, &s, id, r)?;
-        }
-        Ok(())
+    // Admitted jobs are allocated with the R they carry.
+    on_sched(p, st, |s, id| {
+        s.admitted
+            .get(&id)
+            .and_then(|r| serde_json::to_value(r).ok())
     })?;
     let s = Rc::clone(st);
     p.add_handler("job.state.inactive", move |_p, _topic, args| {
