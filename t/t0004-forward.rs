@@ -430,21 +430,8 @@ fn jobs_wait_while_fluxion_is_unreachable() {
     // No server yet: the module loads anyway (nothing blocks), and the
     // container jobs wait.
     let pod = common::pod_or_skip("fluxion unreachable", PodSpec::default()).unwrap();
-    let (module, plugin) = pod.install_pancake().unwrap();
+    common::load_pancake(&pod, &[&arg]);
     let q = &pod.queue;
-    q.run(&["jobtap", "load", plugin.to_str().unwrap(), "role=queue"])
-        .unwrap();
-    let view = format!("view={}", pod.root().display());
-    let plugin_arg = format!("plugin={}", plugin.display());
-    q.run(&[
-        "module",
-        "load",
-        module.to_str().unwrap(),
-        &view,
-        &plugin_arg,
-        &arg,
-    ])
-    .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(1));
     let ids: Vec<String> = (0..3)
         .map(|_| submit(&pod, &["--setattr=container=ior", "-n1", "true"]))

@@ -338,6 +338,18 @@ pub struct Job {
     release_pending: bool,
 }
 
+impl Job {
+    /// True once the queue job is RUN and its override start took effect.
+    pub fn queue_running(&self) -> bool {
+        self.queue_started
+    }
+
+    /// True once the queue job ended (exception or inactive).
+    pub fn queue_over(&self) -> bool {
+        self.queue_ended
+    }
+}
+
 /// Counters for `flux module stats pancake` and `pancake.status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {

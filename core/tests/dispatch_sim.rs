@@ -134,6 +134,23 @@ impl Sim {
         }
     }
 
+    /// `flux cancel` of queue job `id`: the exception, then the job ends.
+    fn cancel(&mut self, id: JobId) {
+        self.feed(Event::QueueException {
+            id,
+            kind: "cancel".into(),
+            note: "by user".into(),
+        });
+        self.end_queue(
+            id,
+            Outcome::Exception {
+                kind: "cancel".into(),
+                wait_status: None,
+            },
+        );
+        self.drain();
+    }
+
     fn feed(&mut self, e: Event) {
         self.events.push_back(e);
         self.drain();
@@ -544,33 +561,9 @@ fn cancel_before_and_after_forwarding() {
         );
     }
     s.submit(5, "lammps", &one_core()); // waits
-    s.feed(Event::QueueException {
-        id: 5,
-        kind: "cancel".into(),
-        note: "by user".into(),
-    });
-    s.end_queue(
-        5,
-        Outcome::Exception {
-            kind: "cancel".into(),
-            wait_status: None,
-        },
-    );
-    s.drain();
+    s.cancel(5);
     // Cancel job 1 after it was forwarded (not started yet).
-    s.feed(Event::QueueException {
-        id: 1,
-        kind: "cancel".into(),
-        note: "by user".into(),
-    });
-    s.end_queue(
-        1,
-        Outcome::Exception {
-            kind: "cancel".into(),
-            wait_status: None,
-        },
-    );
-    s.drain();
+    s.cancel(1);
     s.check_end();
     assert_eq!(s.d.stats().forwarded, 4);
 }
@@ -696,19 +689,7 @@ fn randomized_workloads_keep_the_invariants() {
                 0 => {
                     let victim = 1 + s.rand(id);
                     if s.queue.get(&victim) == Some(&None) {
-                        s.feed(Event::QueueException {
-                            id: victim,
-                            kind: "cancel".into(),
-                            note: "random".into(),
-                        });
-                        s.end_queue(
-                            victim,
-                            Outcome::Exception {
-                                kind: "cancel".into(),
-                                wait_status: None,
-                            },
-                        );
-                        s.drain();
+                        s.cancel(victim);
                     }
                 }
                 1 => {

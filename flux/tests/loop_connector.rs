@@ -177,3 +177,16 @@ fn json_objects_cross_without_jansson() {
             || flux::json::JsonObject::parse("nope").is_err()
     );
 }
+
+#[test]
+fn a_started_timer_is_active_until_it_fires() {
+    let h = loop_handle();
+    let r = h.reactor().unwrap();
+    let hr = h.to_owned();
+    let w = Watcher::timer(r, 0.05, 0.0, move |_, _| hr.reactor().unwrap().stop()).unwrap();
+    assert!(!w.is_active());
+    w.start();
+    assert!(w.is_active(), "a started, unfired timer is active");
+    r.run().unwrap();
+    assert!(!w.is_active(), "a fired one-shot timer is not");
+}

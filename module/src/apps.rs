@@ -46,7 +46,6 @@ pub(crate) struct Container {
     pub(crate) r: Option<Rv1>,
     backoff: f64,
     retry: Option<Watcher>,
-    journal: Option<u64>,
     broken: Rc<std::cell::Cell<bool>>,
 }
 
@@ -146,7 +145,6 @@ pub(crate) fn discover(p: &Shared) {
                         r: None,
                         backoff: 0.1,
                         retry: None,
-                        journal: None,
                         broken: Rc::new(std::cell::Cell::new(false)),
                     },
                 );
@@ -473,22 +471,11 @@ fn init_fluxion(p: &Shared, r: &Rv1) {
 
 /// Try `init` again in a second (the service may not be up yet).
 fn retry_init(p: &Shared, r: Rv1) {
-    let weak = Rc::downgrade(p);
-    let timer = p.borrow().h.reactor().and_then(|reactor| {
-        Watcher::timer(reactor, 1.0, 0.0, move |_, _| {
-            if let Some(p) = weak.upgrade()
-                && !p.borrow().fx.ready()
-            {
-                init_fluxion(&p, &r);
-            }
-        })
+    crate::after(p, 1.0, move |p| {
+        if !p.borrow().fx.ready() {
+            init_fluxion(p, &r);
+        }
     });
-    if let Ok(t) = timer {
-        t.start();
-        let mut st = p.borrow_mut();
-        st.timers.retain(|w| w.is_active());
-        st.timers.push(t);
-    }
 }
 
 fn start_journal(p: &Shared, name: &str) {
@@ -553,8 +540,7 @@ fn start_journal(p: &Shared, name: &str) {
         let mut st = p.borrow_mut();
         let ready = st.fx.ready();
         match (id, st.containers.by_name.get_mut(name)) {
-            (Ok(id), Some(c)) => {
-                c.journal = Some(id);
+            (Ok(_), Some(c)) => {
                 c.state = State::Up;
                 c.backoff = 0.1;
                 Some(ready)
@@ -598,7 +584,7 @@ fn refuse(p: &Shared, name: &str, why: &str) {
 
 /// Container `name` failed: close its connection, tell the dispatcher, retry.
 pub(crate) fn lost(p: &Shared, name: &str, why: &str) {
-    let (was_up, journal) = {
+    let was_up = {
         let mut st = p.borrow_mut();
         let Some(c) = st.containers.by_name.get_mut(name) else {
             return;
@@ -609,12 +595,11 @@ pub(crate) fn lost(p: &Shared, name: &str, why: &str) {
         let was_up = c.state == State::Up;
         c.state = State::Down;
         c.reason = Some(why.to_string());
-        (was_up, c.journal.take())
+        was_up
     };
     // Destroy every future on the connection (journal, output watches,
     // submits in flight) before the connection itself goes: the dispatcher
     // already treats those jobs as lost.
-    let _ = journal;
     container_pending(p, name).clear();
     crate::output::container_lost(p, name);
     // Close the connection later, from the reactor: this may run inside a

@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 
-use flux::{Level, Watcher};
+use flux::Level;
 use pancake_core::dispatch::{Action, Event, JobId};
 use serde_json::{Value, json};
 
@@ -110,7 +110,10 @@ pub(crate) fn perform(p: &Shared, action: Action) {
                 ),
             }
         }
-        Action::OverrideStart { id } => override_start(p, id, OVERRIDE_TRIES),
+        Action::OverrideStart { id } => {
+            override_start(p, id, OVERRIDE_TRIES);
+            start_watchdog(p, id, 1);
+        }
         Action::OverrideFinish { id, status } => {
             // The finish grafts the queue job's namespace: output goes first.
             crate::output::after_output(p, id, move |p| {
@@ -198,6 +201,34 @@ fn flux_raise_has_wait_status() -> bool {
     flux::HAS_RAISE_WAIT_STATUS
 }
 
+/// If the queue job has not started a while after its override start was
+/// sent, log it and send the start again. Under load the randomized tier-2
+/// run showed (rarely) a queue job left in RUN without its start, with no
+/// error from the override RPC; until that is understood this keeps the
+/// job from hanging and leaves a trace in the broker log.
+fn start_watchdog(p: &Shared, id: JobId, round: u32) {
+    crate::after(p, 2.0 * f64::from(round), move |p| {
+        let stuck = p
+            .borrow()
+            .d
+            .job(id)
+            .is_some_and(|j| !j.queue_running() && !j.queue_over());
+        if stuck && round <= 5 {
+            log(
+                p,
+                Level::Warning,
+                &format!(
+                    "{}: queue job not started {} s after override start; sending it again",
+                    flux::job::id_f58(id),
+                    2 * round
+                ),
+            );
+            override_start(p, id, OVERRIDE_TRIES);
+            start_watchdog(p, id, round + 1);
+        }
+    });
+}
+
 /// `job-exec.override start`, retried while testexec is not ready (ENOENT).
 fn override_start(p: &Shared, id: JobId, tries: u32) {
     let req = json!({ "jobid": id, "event": "start" });
@@ -225,21 +256,9 @@ fn override_start(p: &Shared, id: JobId, tries: u32) {
             Ok(_) => crate::output::queue_started(&p, id),
             Err(e) if e.errno == libc::ENOENT && tries > 0 => {
                 // testexec registers the job a moment after RUN: try again soon.
-                let weak = Rc::downgrade(&p);
-                let timer = p.borrow().h.reactor().and_then(|r| {
-                    Watcher::timer(r, OVERRIDE_RETRY, 0.0, move |_, _| {
-                        if let Some(p) = weak.upgrade() {
-                            override_start(&p, id, tries - 1);
-                        }
-                    })
+                crate::after(&p, OVERRIDE_RETRY, move |p| {
+                    override_start(p, id, tries - 1)
                 });
-                if let Ok(t) = timer {
-                    t.start();
-                    // Keep it until the module goes; a handful at most are live.
-                    let mut st = p.borrow_mut();
-                    st.timers.retain(|w| w.is_active());
-                    st.timers.push(t);
-                }
             }
             Err(e) => log(
                 &p,

@@ -55,6 +55,31 @@ pub(crate) struct Pancake {
     pub(crate) reaper: Option<Watcher>,
 }
 
+/// Run `f` once, `delay` seconds from now, on the reactor (if the module is
+/// still there). The timer is kept with the module until it has fired.
+pub(crate) fn after(p: &Shared, delay: f64, f: impl FnOnce(&Shared) + 'static) {
+    let weak = Rc::downgrade(p);
+    let mut f = Some(f);
+    let timer = p.borrow().h.reactor().and_then(|r| {
+        Watcher::timer(r, delay, 0.0, move |_, _| {
+            if let (Some(p), Some(f)) = (weak.upgrade(), f.take()) {
+                f(&p);
+            }
+        })
+    });
+    match timer {
+        Ok(t) => {
+            t.start();
+            let mut st = p.borrow_mut();
+            // Fired one-shot timers are inactive: drop them here, never
+            // from inside their own callback.
+            st.timers.retain(|w| w.is_active());
+            st.timers.push(t);
+        }
+        Err(e) => log(p, Level::Err, &format!("cannot arm a timer: {e}")),
+    }
+}
+
 /// Close `h` soon, from a fresh reactor callback.
 pub(crate) fn bury(p: &Shared, h: Handle) {
     let mut st = p.borrow_mut();

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use flux::{Level, Watcher};
+use flux::Level;
 use pancake_core::dispatch::JobId;
 use serde_json::Value;
 
@@ -241,38 +241,26 @@ pub(crate) fn after_output(p: &Shared, id: JobId, action: impl FnOnce(&Shared) +
     }
     check(p, id);
     // Never hold a finish forever on output.
-    let weak = Rc::downgrade(p);
-    let timer = p.borrow().h.reactor().and_then(|r| {
-        Watcher::timer(r, FINISH_GRACE, 0.0, move |_, _| {
-            let Some(p) = weak.upgrade() else { return };
-            let stuck = match p.borrow_mut().outputs.copies.get_mut(&id) {
-                Some(c) => {
-                    c.ended = true;
-                    c.inflight = 0;
-                    c.started = true;
-                    true
-                }
-                None => false,
-            };
-            if stuck {
-                log(
-                    &p,
-                    Level::Warning,
-                    &format!(
-                        "{}: output copy incomplete after {FINISH_GRACE} s",
-                        flux::job::id_f58(id)
-                    ),
-                );
-                check(&p, id);
+    crate::after(p, FINISH_GRACE, move |p| {
+        let stuck = match p.borrow_mut().outputs.copies.get_mut(&id) {
+            Some(c) => {
+                c.ended = true;
+                c.inflight = 0;
+                c.started = true;
+                true
             }
-        })
+            None => false,
+        };
+        if stuck {
+            let id58 = flux::job::id_f58(id);
+            log(
+                p,
+                Level::Warning,
+                &format!("{id58}: output copy incomplete after {FINISH_GRACE} s"),
+            );
+            check(p, id);
+        }
     });
-    if let Ok(t) = timer {
-        t.start();
-        let mut st = p.borrow_mut();
-        st.timers.retain(|w| w.is_active());
-        st.timers.push(t);
-    }
 }
 
 /// Container `name` was lost: its output watches are gone; finish what waits.

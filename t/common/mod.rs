@@ -61,9 +61,9 @@ pub fn dmesg(b: &pancake_pod::Broker) -> String {
     b.run(&["dmesg"]).unwrap_or_default()
 }
 
-/// A pod with pancake loaded in the queue broker.
-pub fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Pod> {
-    let pod = pod_or_skip(test, spec)?;
+/// Load the queue plugin and the module (from this build) into `pod`'s
+/// queue broker, with the pod's view and `module_args`.
+pub fn load_pancake(pod: &Pod, module_args: &[&str]) {
     let (module, plugin) = pod.install_pancake().unwrap();
     let q = &pod.queue;
     q.run(&["jobtap", "load", plugin.to_str().unwrap(), "role=queue"])
@@ -79,6 +79,13 @@ pub fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Po
     ];
     args.extend_from_slice(module_args);
     q.run(&args).unwrap();
+}
+
+/// A pod with pancake loaded in the queue broker, every container connected.
+pub fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Pod> {
+    let pod = pod_or_skip(test, spec)?;
+    load_pancake(&pod, module_args);
+    let q = &pod.queue;
     // Wait until every container is connected.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
