@@ -150,8 +150,8 @@ fn run(pod: &Pod, jobs: usize, seed: u64) {
                 .run(&["job", "eventlog", "-p", "guest.exec.eventlog", id])
                 .unwrap_or_default();
             panic!(
-                "{id}: {e}\n--- eventlog:\n{log}\n--- exec:\n{exec}\n--- dmesg:\n{}",
-                dmesg(q)
+                "{id}: {e}\n--- eventlog:\n{log}\n--- exec:\n{exec}\n{}",
+                stuck_report(q, id)
             );
         }
     }
@@ -231,6 +231,39 @@ fn run(pod: &Pod, jobs: usize, seed: u64) {
         records.len()
     );
     assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
+
+/// What pancake knows of a stuck job, and every broker log line about it
+/// or that warns: printed last so a truncated CI log still shows it.
+fn stuck_report(q: &Broker, id: &str) -> String {
+    let st: serde_json::Value =
+        serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap_or_default())
+            .unwrap_or_default();
+    let num = q.run(&["job", "id", "--to=dec", id]).unwrap_or_default();
+    let entry = st["jobs"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|j| j["id"].to_string() == num.trim())
+                .cloned()
+        })
+        .unwrap_or_default();
+    let app = entry["app_id"].to_string();
+    let log = dmesg(q);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains(id)
+                || (app != "null" && l.contains(&app))
+                || l.contains(".warning[")
+                || l.contains(".err[")
+                || l.contains(".crit[")
+        })
+        .collect();
+    format!(
+        "--- full dmesg:\n{log}\n--- pancake.status of the job: {entry}\n--- its log lines, and warnings:\n{}",
+        lines.join("\n")
+    )
 }
 
 fn flux_id(s: &str) -> String {

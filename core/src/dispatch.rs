@@ -348,6 +348,38 @@ impl Job {
     pub fn queue_over(&self) -> bool {
         self.queue_ended
     }
+
+    /// Where each side of the job has got to, for `pancake.status`.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            queue_held: self.queue_held,
+            queue_alloc: self.queue_alloc,
+            queue_started: self.queue_started,
+            queue_ended: self.queue_ended,
+            app_finished: self.app_finished,
+            app_clean: self.app_clean,
+            finish_pending: self.pending_finish.is_some(),
+        }
+    }
+}
+
+/// The milestones both sides of a job have passed (see [`Job::progress`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Progress {
+    /// The queue job's `pancake` dependency was seen.
+    pub queue_held: bool,
+    /// The queue job's `alloc` was seen.
+    pub queue_alloc: bool,
+    /// The queue job's `start` was seen.
+    pub queue_started: bool,
+    /// The queue job ended (exception or inactive).
+    pub queue_ended: bool,
+    /// The application job finished (or died before starting).
+    pub app_finished: bool,
+    /// The application job is clean.
+    pub app_clean: bool,
+    /// An application finish waits for the queue job's start.
+    pub finish_pending: bool,
 }
 
 /// Counters for `flux module stats pancake` and `pancake.status`.

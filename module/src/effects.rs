@@ -250,10 +250,28 @@ fn override_start(p: &Shared, id: JobId, tries: u32) {
             );
         }
     };
+    if tries == OVERRIDE_TRIES {
+        log(
+            p,
+            Level::Debug,
+            &format!("{}: override start sent", flux::job::id_f58(id)),
+        );
+    }
     let _ = pending.spawn(f, 30.0, move |f| {
         let Some(p) = weak.upgrade() else { return };
         match f.rpc_get() {
-            Ok(_) => crate::output::queue_started(&p, id),
+            Ok(_) => {
+                log(
+                    &p,
+                    Level::Debug,
+                    &format!(
+                        "{}: override start taken after {} retries",
+                        flux::job::id_f58(id),
+                        OVERRIDE_TRIES - tries
+                    ),
+                );
+                crate::output::queue_started(&p, id)
+            }
             Err(e) if e.errno == libc::ENOENT && tries > 0 => {
                 // testexec registers the job a moment after RUN: try again soon.
                 crate::after(&p, OVERRIDE_RETRY, move |p| {

@@ -298,6 +298,7 @@ fn status(p: &Shared) -> serde_json::Value {
                     "fluxion_id": j.fluxion_id,
                     "app_id": j.app_id,
                     "R": j.r,
+                    "progress": j.progress(),
                 })
             })
             .collect();

@@ -292,6 +292,8 @@ impl Pod {
             .arg("--test-exit-timeout=10s")
             .arg(format!("-o,--config-path={}", conf_dir.display()))
             .arg("-o,-Slog-stderr-level=6")
+            // Long randomized runs need the whole log in `flux dmesg`.
+            .arg("-o,-Slog-ring-size=100000")
             .args(["sh", "-c", &script])
             .env("PANCAKE_POD_ROOT", &self.root)
             .env_remove("FLUX_URI")
