@@ -43,7 +43,7 @@ pub use log::Level;
 pub use msg::{Msg, MsgRef};
 pub use msg_handler::{MsgHandlers, Role, Table};
 pub use reactor::ReactorRef;
-pub use watcher::{Sender, Watcher, WatcherRef, channel};
+pub use watcher::{Sender, Timers, Watcher, WatcherRef, channel};
 
 /// The flux-core version these bindings were generated from.
 pub const FLUX_CORE_BUILD_VERSION: &str = flux_sys::FLUX_CORE_BUILD_VERSION;

@@ -176,6 +176,60 @@ impl Drop for Watcher {
     }
 }
 
+/// One-shot timers owned by the reactor thread, each kept until its callback
+/// has run (and dropped with the set, so nothing fires after an unload).
+///
+/// A timer is released only once its callback has *run*, never merely once
+/// it is inactive: libev stops a one-shot timer when it expires but calls it
+/// later in the same loop iteration, and destroying it in between silently
+/// cancels that call.
+#[derive(Debug, Default)]
+pub struct Timers {
+    armed: Vec<(Watcher, Rc<std::cell::Cell<bool>>)>,
+}
+
+impl Timers {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Run `f` once, `delay` seconds from now, on reactor `r`.
+    pub fn after(&mut self, r: &ReactorRef, delay: f64, f: impl FnOnce() + 'static) -> Result<()> {
+        let ran = Rc::new(std::cell::Cell::new(false));
+        let ran2 = Rc::clone(&ran);
+        let mut f = Some(f);
+        let w = Watcher::timer(r, delay, 0.0, move |_, _| {
+            if let Some(f) = f.take() {
+                f();
+            }
+            ran2.set(true);
+        })?;
+        w.start();
+        // A callback that arms a timer sweeps only timers that already ran
+        // (its own flag is set after it returns), so no timer is destroyed
+        // from inside its own callback either.
+        self.armed.retain(|(_, ran)| !ran.get());
+        self.armed.push((w, ran));
+        Ok(())
+    }
+
+    /// Timers armed whose callback has not run yet.
+    pub fn len(&self) -> usize {
+        self.armed.iter().filter(|(_, ran)| !ran.get()).count()
+    }
+
+    /// True when no callback is still due.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cancel every timer.
+    pub fn clear(&mut self) {
+        self.armed.clear();
+    }
+}
+
 /// The sending end of a [`channel`]: `Send`, cloneable, usable from any thread.
 pub struct Sender<T> {
     tx: mpsc::Sender<T>,

@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use flux::{Handle, Pending, Role, Table, Watcher, channel};
+use flux::{Handle, Pending, Role, Table, Timers, Watcher, channel};
 
 fn loop_handle() -> Handle {
     Handle::open(Some("loop://"), 0).expect("loop:// connector")
@@ -189,4 +189,41 @@ fn a_started_timer_is_active_until_it_fires() {
     assert!(w.is_active(), "a started, unfired timer is active");
     r.run().unwrap();
     assert!(!w.is_active(), "a fired one-shot timer is not");
+}
+
+/// Regression: two timers expiring in the same loop iteration, the first of
+/// which arms another timer. Sweeping "inactive" timers at that moment
+/// destroyed the second one before libev called it (a queue job then never
+/// got its start).
+#[test]
+fn timers_expiring_together_all_run_when_one_arms_another() {
+    let h = loop_handle();
+    let r = h.reactor().unwrap();
+    let timers = Rc::new(RefCell::new(Timers::new()));
+    let ran = Rc::new(RefCell::new(Vec::new()));
+    for name in ["first", "second"] {
+        let (t, ran2, r2) = (Rc::clone(&timers), Rc::clone(&ran), h.to_owned());
+        timers
+            .borrow_mut()
+            .after(r, 0.01, move || {
+                ran2.borrow_mut().push(name);
+                if name == "first" {
+                    let ran3 = Rc::clone(&ran2);
+                    let r3 = r2.to_owned();
+                    t.borrow_mut()
+                        .after(r2.reactor().unwrap(), 0.02, move || {
+                            ran3.borrow_mut().push("third");
+                            r3.reactor().unwrap().stop();
+                        })
+                        .unwrap();
+                }
+            })
+            .unwrap();
+    }
+    assert_eq!(timers.borrow().len(), 2);
+    r.run().unwrap();
+    let mut got = ran.borrow().clone();
+    got.sort();
+    assert_eq!(got, ["first", "second", "third"]);
+    assert!(timers.borrow().is_empty());
 }

@@ -112,7 +112,6 @@ pub(crate) fn perform(p: &Shared, action: Action) {
         }
         Action::OverrideStart { id } => {
             override_start(p, id, OVERRIDE_TRIES);
-            start_watchdog(p, id, 1);
         }
         Action::OverrideFinish { id, status } => {
             // The finish grafts the queue job's namespace: output goes first.
@@ -199,34 +198,6 @@ fn raise(p: &Shared, id: JobId, kind: &str, note: &str, wait_status: Option<i32>
 
 fn flux_raise_has_wait_status() -> bool {
     flux::HAS_RAISE_WAIT_STATUS
-}
-
-/// If the queue job has not started a while after its override start was
-/// sent, log it and send the start again. Under load the randomized tier-2
-/// run showed (rarely) a queue job left in RUN without its start, with no
-/// error from the override RPC; until that is understood this keeps the
-/// job from hanging and leaves a trace in the broker log.
-fn start_watchdog(p: &Shared, id: JobId, round: u32) {
-    crate::after(p, 2.0 * f64::from(round), move |p| {
-        let stuck = p
-            .borrow()
-            .d
-            .job(id)
-            .is_some_and(|j| !j.queue_running() && !j.queue_over());
-        if stuck && round <= 5 {
-            log(
-                p,
-                Level::Warning,
-                &format!(
-                    "{}: queue job not started {} s after override start; sending it again",
-                    flux::job::id_f58(id),
-                    2 * round
-                ),
-            );
-            override_start(p, id, OVERRIDE_TRIES);
-            start_watchdog(p, id, round + 1);
-        }
-    });
 }
 
 /// `job-exec.override start`, retried while testexec is not ready (ENOENT).

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use flux::{Handle, HandleRef, Level, Pending, Role, Table, Watcher};
+use flux::{Handle, HandleRef, Level, Pending, Role, Table, Timers, Watcher};
 use pancake_core::dispatch::{Capacity, Dispatcher, Event, JobId};
 use pancake_core::journal;
 use pancake_core::options::Options;
@@ -48,7 +48,8 @@ pub(crate) struct Pancake {
     /// Events for jobs whose J lookup is in flight.
     pub(crate) early: HashMap<JobId, Vec<Event>>,
     pub(crate) requests: u64,
-    pub(crate) timers: Vec<Watcher>,
+    /// One-shot timers of [`after`].
+    pub(crate) timers: Timers,
     /// Connections to close from the reactor, not from their own callbacks.
     pub(crate) graveyard: Vec<Handle>,
     /// One-shot timer that empties the graveyard.
@@ -59,24 +60,18 @@ pub(crate) struct Pancake {
 /// still there). The timer is kept with the module until it has fired.
 pub(crate) fn after(p: &Shared, delay: f64, f: impl FnOnce(&Shared) + 'static) {
     let weak = Rc::downgrade(p);
-    let mut f = Some(f);
-    let timer = p.borrow().h.reactor().and_then(|r| {
-        Watcher::timer(r, delay, 0.0, move |_, _| {
-            if let (Some(p), Some(f)) = (weak.upgrade(), f.take()) {
-                f(&p);
-            }
+    let armed = {
+        let st = &mut *p.borrow_mut();
+        st.h.reactor().and_then(|r| {
+            st.timers.after(r, delay, move || {
+                if let Some(p) = weak.upgrade() {
+                    f(&p);
+                }
+            })
         })
-    });
-    match timer {
-        Ok(t) => {
-            t.start();
-            let mut st = p.borrow_mut();
-            // Fired one-shot timers are inactive: drop them here, never
-            // from inside their own callback.
-            st.timers.retain(|w| w.is_active());
-            st.timers.push(t);
-        }
-        Err(e) => log(p, Level::Err, &format!("cannot arm a timer: {e}")),
+    };
+    if let Err(e) = armed {
+        log(p, Level::Err, &format!("cannot arm a timer: {e}"));
     }
 }
 
@@ -127,7 +122,7 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
             tracked: HashSet::new(),
             early: HashMap::new(),
             requests: 0,
-            timers: Vec::new(),
+            timers: Timers::new(),
             graveyard: Vec::new(),
             reaper: None,
         })

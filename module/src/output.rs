@@ -41,6 +41,9 @@ pub(crate) struct Copy {
     waiters: Vec<Deferred>,
     /// The watch: container and id in that container's futures.
     stream: Option<(String, u64)>,
+    /// The queue job's namespace is gone (the job ended, e.g. cancelled):
+    /// nothing more can be written.
+    gone: bool,
 }
 
 impl Copy {
@@ -160,6 +163,10 @@ pub(crate) fn queue_started(p: &Shared, id: JobId) {
 
 fn commit(p: &Shared, id: JobId) {
     let lines = match p.borrow_mut().outputs.copies.get_mut(&id) {
+        Some(c) if c.gone => {
+            c.buffer.clear();
+            return;
+        }
         Some(c) if !c.buffer.is_empty() => std::mem::take(&mut c.buffer),
         _ => return,
     };
@@ -179,12 +186,33 @@ fn commit(p: &Shared, id: JobId) {
             let pending = p.borrow().pending.clone();
             let _ = pending.spawn(f, 30.0, move |f| {
                 let Some(p) = weak.upgrade() else { return };
-                if let Err(e) = f.kvs_commit_get() {
-                    log(
+                match f.kvs_commit_get() {
+                    Ok(()) => {}
+                    // job-exec removed the namespace: the queue job ended
+                    // (cancelled, or an exception) before its output was in.
+                    Err(e) if e.errno == libc::EOPNOTSUPP || e.errno == libc::ENOENT => {
+                        let first = p
+                            .borrow_mut()
+                            .outputs
+                            .copies
+                            .get_mut(&id)
+                            .is_some_and(|c| !std::mem::replace(&mut c.gone, true));
+                        if first {
+                            log(
+                                &p,
+                                Level::Debug,
+                                &format!(
+                                    "{}: queue job ended before its output was copied: {e}",
+                                    flux::job::id_f58(id)
+                                ),
+                            );
+                        }
+                    }
+                    Err(e) => log(
                         &p,
                         Level::Warning,
                         &format!("{}: copying output: {e}", flux::job::id_f58(id)),
-                    );
+                    ),
                 }
                 if let Some(c) = p.borrow_mut().outputs.copies.get_mut(&id) {
                     c.inflight = c.inflight.saturating_sub(1);
