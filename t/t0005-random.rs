@@ -102,7 +102,9 @@ fn check_no_overlap(records: &[AppRecord]) -> Vec<String> {
     bad
 }
 
-fn run(pod: &Pod, jobs: usize, seed: u64) {
+/// Submit `jobs` random jobs (reloading the module after every
+/// `reload_every` submissions, if set) and check the invariants.
+fn run(pod: &Pod, jobs: usize, seed: u64, reload_every: Option<(usize, &[&str])>) {
     let q = &pod.queue;
     let containers = ["lammps", "ior", "chatterbug"];
     let mut rng = Rng(seed | 1);
@@ -135,6 +137,11 @@ fn run(pod: &Pod, jobs: usize, seed: u64) {
             .trim()
             .to_string();
         ids.push(id);
+        if let Some((every, args)) = reload_every
+            && (n + 1) % every == 0
+        {
+            common::reload_pancake(pod, args);
+        }
         if rng.next(10) == 0 && n > 0 {
             // Cancel one of the last few: waiting, forwarded or running.
             let back = 1 + rng.next(3.min(ids.len() as u64)) as usize;
@@ -181,7 +188,15 @@ fn run(pod: &Pod, jobs: usize, seed: u64) {
     // Invariant: no overlap, across every application broker.
     let records: Vec<AppRecord> = pod.apps.iter().flat_map(app_records).collect();
     let bad = check_no_overlap(&records);
-    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(
+        bad.is_empty(),
+        "{bad:#?}\n--- pancake's log:\n{}",
+        dmesg(q)
+            .lines()
+            .filter(|l| l.contains(" pancake."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Invariant: each queue job ends as its application job did.
     let by_app: HashMap<(String, String), &AppRecord> = records
@@ -244,7 +259,7 @@ fn stuck_report(q: &Broker, id: &str) -> String {
         .as_array()
         .and_then(|a| {
             a.iter()
-                .find(|j| j["id"].to_string() == num.trim())
+                .find(|j| j["id"].as_u64().map(|n| n.to_string()).as_deref() == Some(num.trim()))
                 .cloned()
         })
         .unwrap_or_default();
@@ -292,7 +307,7 @@ fn randomized_workload_keeps_the_invariants() {
         return;
     };
     let (jobs, seed) = size();
-    run(&pod, jobs, seed);
+    run(&pod, jobs, seed, None);
     pod.shutdown().unwrap();
 }
 
@@ -314,6 +329,56 @@ fn randomized_workload_over_grpc_keeps_the_invariants() {
     };
     let (jobs, seed) = size();
     // A third of the embedded run's size: the same paths, through pancake-fluxion.
-    run(&pod, jobs.div_ceil(3), seed + 1);
+    run(&pod, jobs.div_ceil(3), seed + 1, None);
+    pod.shutdown().unwrap();
+}
+
+/// `flux module reload pancake` again and again while jobs wait, run and
+/// finish: the reloaded module resumes every job from the queue's and the
+/// containers' records (no job dispatched or started twice, no core shared,
+/// every allocation freed once, every queue job ending as its application
+/// job did). Over gRPC too: pancake-fluxion keeps running across reloads,
+/// and the module's `Init` wipes it, so every allocation goes back through
+/// `Restore`.
+#[test]
+fn randomized_workload_with_module_reloads_keeps_the_invariants() {
+    let Some(pod) = pancake_pod(
+        "randomized workload with reloads",
+        PodSpec::default(),
+        &["queue-policy=easy"],
+    ) else {
+        return;
+    };
+    let (jobs, seed) = size();
+    let n = jobs.div_ceil(3);
+    run(
+        &pod,
+        n,
+        seed + 2,
+        Some((n.div_ceil(4), &["queue-policy=easy"])),
+    );
+    pod.shutdown().unwrap();
+}
+
+#[test]
+fn randomized_workload_with_module_reloads_over_grpc_keeps_the_invariants() {
+    if common::skip("randomized workload with reloads (gRPC)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("var/log")).unwrap();
+    let server = pancake_pod::FluxionServer::start(dir.path()).unwrap();
+    let arg = format!("fluxion={}", server.uri);
+    let args = ["queue-policy=easy", arg.as_str()];
+    let Some(pod) = pancake_pod(
+        "randomized workload with reloads (gRPC)",
+        PodSpec::default(),
+        &args,
+    ) else {
+        return;
+    };
+    let (jobs, seed) = size();
+    let n = jobs.div_ceil(3);
+    run(&pod, n, seed + 3, Some((n.div_ceil(4), &args)));
     pod.shutdown().unwrap();
 }

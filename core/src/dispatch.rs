@@ -85,6 +85,31 @@ pub enum AppEvent {
     Clean,
 }
 
+/// What a queue job's own record says an earlier pancake (before a module
+/// reload or a broker restart) did with it: its memo events and the
+/// queue-side events of the journal backlog. The dispatcher resumes from it
+/// instead of matching and forwarding the job a second time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prior {
+    /// The Fluxion allocation it was given (memo `fluxion_id`).
+    pub fluxion_id: Option<i64>,
+    /// The application R of that allocation (memo `R`).
+    pub r: Option<Rv1>,
+    /// The application job it was forwarded as (memo `app_id`).
+    pub app_id: Option<JobId>,
+    /// The queue job's `pancake` dependency was already removed.
+    pub released: bool,
+    /// The queue job already started (override start took effect).
+    pub started: bool,
+}
+
+impl Prior {
+    /// True when there is anything to resume (the job was matched).
+    pub fn matched(&self) -> bool {
+        self.fluxion_id.is_some()
+    }
+}
+
 /// What the module tells the dispatcher.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -102,6 +127,47 @@ pub enum Event {
         t_submit: f64,
         /// Urgency (0 = held).
         urgency: i32,
+    },
+    /// A container job found in the queue journal's backlog after a reload
+    /// or restart, with what an earlier pancake did with it.
+    Recovered {
+        /// Queue job id.
+        id: JobId,
+        /// Target container.
+        container: String,
+        /// The jobspec as submitted, with environment (JSON text).
+        jobspec: String,
+        /// Job priority (higher first).
+        priority: i64,
+        /// Submit time.
+        t_submit: f64,
+        /// Urgency (0 = held).
+        urgency: i32,
+        /// Its memo and queue-side history.
+        prior: Prior,
+    },
+    /// Every job of the queue journal's backlog was fed (as `Submitted` or
+    /// `Recovered`): scheduling may begin.
+    QueueBacklogDone,
+    /// The answer to [`Action::Restore`].
+    Restored {
+        /// Queue job id.
+        id: JobId,
+        /// The Fluxion id restored.
+        fluxion_id: i64,
+        /// Ok, or why Fluxion did not take the allocation back.
+        result: Result<(), FluxionError>,
+    },
+    /// The time asked for with [`Action::Wake`] has come.
+    Tick,
+    /// Recovery waited long enough for the containers' journal backlogs:
+    /// match without the ones still missing (unreachable brokers).
+    RecoveryTimeout,
+    /// A container's journal backlog is complete (every active application
+    /// job was replayed): recovered jobs not seen there are resolved.
+    AppBacklogDone {
+        /// Container.
+        container: String,
     },
     /// A queue job's priority changed.
     Priority {
@@ -171,6 +237,10 @@ pub enum Event {
         app_id: JobId,
         /// The queue job it mirrors (`attributes.user.pancake.queue_id`).
         queue_id: JobId,
+        /// Its Fluxion id (`attributes.user.pancake.fluxion_id`).
+        fluxion_id: Option<i64>,
+        /// Its R (`attributes.system.alloc-bypass.R`).
+        r: Option<Rv1>,
     },
     /// An event of an application job.
     App {
@@ -226,6 +296,24 @@ pub enum Action {
         /// Cleaned jobspec carrying `attributes.system.alloc-bypass.R` (JSON text).
         jobspec: String,
     },
+    /// Re-register a recovered allocation with Fluxion under its old id (its
+    /// cores are in use); answer with [`Event::Restored`].
+    Restore {
+        /// Queue job id.
+        id: JobId,
+        /// Fluxion id it had.
+        fluxion_id: i64,
+        /// Its R.
+        r: Rv1,
+    },
+    /// Read an application job's whole eventlog from its broker (it went
+    /// inactive while pancake was away) and feed its events as [`Event::App`].
+    AppLookup {
+        /// Container.
+        container: String,
+        /// Application job id.
+        app_id: JobId,
+    },
     /// Release the held queue job with the same R (queue copy: no expiration).
     Release {
         /// Queue job id.
@@ -264,6 +352,11 @@ pub enum Action {
         app_id: JobId,
         /// Reason.
         note: String,
+    },
+    /// Feed [`Event::Tick`] after `after` seconds.
+    Wake {
+        /// Seconds from now.
+        after: f64,
     },
     /// Something worth a line in the broker log.
     Log {
@@ -336,6 +429,22 @@ pub struct Job {
     queue_held: bool,
     /// The application job started before the queue job was held.
     release_pending: bool,
+    /// The queue job's dependency was removed (release sent or seen).
+    released: bool,
+    /// Recovered from an earlier pancake: what happened to its application
+    /// side while nobody watched is not known yet.
+    recovering: bool,
+    /// An event of its application job was seen since the recovery.
+    app_seen: bool,
+    /// The Fluxion id an earlier pancake had for it, until Fluxion took the
+    /// allocation back ([`Event::Restored`]); only then is it `fluxion_id`
+    /// (cancelling an id Fluxion never restored could free someone else's).
+    prior_fluxion_id: Option<i64>,
+    /// Its allocation must be restored in Fluxion before any match.
+    restore_due: bool,
+    /// A recovered job whose earlier submit is unconfirmed: when to stop
+    /// waiting for it to show up in its container.
+    confirm_by: Option<f64>,
 }
 
 impl Job {
@@ -416,6 +525,14 @@ pub struct Dispatcher {
     reservation: Option<i64>,
     /// Graph capacity, to fail never-satisfiable requests at once.
     capacity: Option<Capacity>,
+    /// No match until the queue backlog is in (see [`Dispatcher::begin_recovery`]).
+    recovering: bool,
+    /// Application events that arrived before the queue backlog was in.
+    held_app_events: Vec<Event>,
+    /// ... nor until these containers' journal backlogs are in: an
+    /// application job whose queue job ended while pancake was away is only
+    /// found there, and its cores must be held before anything is matched.
+    awaiting: BTreeSet<String>,
     stats: Stats,
     now: f64,
 }
@@ -494,6 +611,11 @@ impl Capacity {
         None
     }
 }
+
+/// How long a recovered job's unconfirmed submit may take to show up in its
+/// container's journal (it may still be in job-ingest) before pancake
+/// decides it never got there.
+pub const SUBMIT_GRACE: f64 = 10.0;
 
 /// The dependency the queue plugin holds container jobs with.
 pub const DEPENDENCY: &str = "pancake";
@@ -610,6 +732,9 @@ impl Dispatcher {
             tried: BTreeSet::new(),
             reservation: None,
             capacity: None,
+            recovering: false,
+            awaiting: BTreeSet::new(),
+            held_app_events: Vec::new(),
             stats: Stats::default(),
             now: 0.0,
         }
@@ -625,9 +750,48 @@ impl Dispatcher {
         self.policy
     }
 
-    /// Set what the graph holds, so impossible requests fail at once.
+    /// Set what the graph holds, so impossible requests fail at once. It also
+    /// means Fluxion is ready: recovered allocations are restored at the next
+    /// event, before any match.
     pub fn set_capacity(&mut self, cap: Capacity) {
         self.capacity = Some(cap);
+    }
+
+    /// Hold every match until [`Event::QueueBacklogDone`]: the module was
+    /// (re)loaded and the queue's active jobs may carry allocations an
+    /// earlier pancake made, which must be restored first.
+    /// The application journals of `containers` are awaited too
+    /// ([`Event::AppBacklogDone`], or [`Event::ContainerLost`] for one that
+    /// cannot be reached; [`Event::RecoveryTimeout`] gives up on the rest).
+    pub fn begin_recovery<S: AsRef<str>>(&mut self, containers: &[S]) {
+        self.recovering = true;
+        self.awaiting = containers.iter().map(|c| c.as_ref().to_string()).collect();
+    }
+
+    /// Stop waiting for the journal backlogs still missing (containers that
+    /// stay unreachable); returns their names.
+    fn stop_awaiting(&mut self) -> Vec<String> {
+        self.dirty = true;
+        let gone: Vec<String> = std::mem::take(&mut self.awaiting).into_iter().collect();
+        for c in &gone {
+            self.unknown_app_state(c);
+        }
+        gone
+    }
+
+    /// Container `c`'s journal will not come: its recovered jobs keep their
+    /// cores (restored in Fluxion) as if their application jobs still ran.
+    fn unknown_app_state(&mut self, c: &str) {
+        for j in self.jobs.values_mut() {
+            if j.container == c && j.recovering && j.app_id.is_some() {
+                j.recovering = false;
+            }
+        }
+    }
+
+    /// True while matching waits for recovery to complete.
+    pub fn is_recovering(&self) -> bool {
+        self.recovering || !self.awaiting.is_empty()
     }
 
     /// Counters.
@@ -654,6 +818,24 @@ impl Dispatcher {
     pub fn handle(&mut self, now: f64, event: Event) -> Vec<Action> {
         self.now = now;
         let mut out = Vec::new();
+        self.apply(event, &mut out);
+        self.schedule(&mut out);
+        out
+    }
+
+    fn apply(&mut self, event: Event, out: &mut Vec<Action>) {
+        // Until the queue backlog is in, application-side news waits: an
+        // application job must meet the queue job it mirrors (recovered from
+        // the queue's record), not be taken for an orphan.
+        if self.recovering
+            && matches!(
+                event,
+                Event::AppSubmitted { .. } | Event::App { .. } | Event::AppBacklogDone { .. }
+            )
+        {
+            self.held_app_events.push(event);
+            return;
+        }
         match event {
             Event::Submitted {
                 id,
@@ -662,9 +844,51 @@ impl Dispatcher {
                 priority,
                 t_submit,
                 urgency,
-            } => self.on_submitted(
-                id, container, &jobspec, priority, t_submit, urgency, &mut out,
-            ),
+            } => self.on_submitted(id, container, &jobspec, priority, t_submit, urgency, out),
+            Event::Recovered {
+                id,
+                container,
+                jobspec,
+                priority,
+                t_submit,
+                urgency,
+                prior,
+            } => {
+                self.on_submitted(id, container, &jobspec, priority, t_submit, urgency, out);
+                self.resume(id, prior, out);
+            }
+            Event::QueueBacklogDone => {
+                if std::mem::take(&mut self.recovering) {
+                    self.dirty = true;
+                    for e in std::mem::take(&mut self.held_app_events) {
+                        self.apply(e, out);
+                    }
+                }
+            }
+            Event::Tick => self.on_tick(out),
+            Event::RecoveryTimeout => {
+                let gone = self.stop_awaiting();
+                if !gone.is_empty() {
+                    out.push(Action::Log {
+                        id: None,
+                        text: format!(
+                            "recovery: no job journal from {}; matching without it (its jobs keep their cores)",
+                            gone.join(", ")
+                        ),
+                    });
+                }
+            }
+            Event::Restored {
+                id,
+                fluxion_id,
+                result,
+            } => self.on_restored(id, fluxion_id, result, out),
+            Event::AppBacklogDone { container } => {
+                if self.awaiting.remove(&container) {
+                    self.dirty = true;
+                }
+                self.on_app_backlog_done(&container, out)
+            }
             Event::Priority { id, priority } => {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.priority = priority;
@@ -678,20 +902,21 @@ impl Dispatcher {
                 }
             }
             Event::QueueException { id, kind, note } => {
-                self.on_queue_exception(id, &kind, &note, &mut out)
+                self.on_queue_exception(id, &kind, &note, out)
             }
             Event::QueueHeld { id } => {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.queue_held = true;
                     if std::mem::take(&mut j.release_pending) && !j.queue_ended {
-                        Self::release(j, &mut out);
+                        Self::release(j, out);
                     }
                 }
             }
             Event::QueueAlloc { id } => {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.queue_alloc = true;
-                    if !j.queue_ended {
+                    // (A recovered job may have started already.)
+                    if !j.queue_ended && !j.queue_started {
                         out.push(Action::OverrideStart { id });
                     }
                 }
@@ -700,24 +925,55 @@ impl Dispatcher {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.queue_started = true;
                     if let Some(status) = j.pending_finish.take() {
-                        Self::mirror_finish(j, status, &mut out);
+                        Self::mirror_finish(j, status, out);
                     }
                 }
             }
-            Event::QueueInactive { id } => self.on_queue_inactive(id, &mut out),
-            Event::Matched { id, result } => self.on_matched(id, result, &mut out),
-            Event::SubmitDone { id, result } => self.on_submit_done(id, result, &mut out),
+            Event::QueueInactive { id } => self.on_queue_inactive(id, out),
+            Event::Matched { id, result } => self.on_matched(id, result, out),
+            Event::SubmitDone { id, result } => self.on_submit_done(id, result, out),
             Event::AppSubmitted {
                 container,
                 app_id,
                 queue_id,
+                fluxion_id,
+                r,
             } => {
-                if let Some(j) = self.jobs.get_mut(&queue_id)
+                if !self.jobs.contains_key(&queue_id) {
+                    self.adopt(container, app_id, queue_id, fluxion_id, r, out);
+                } else if let Some(j) = self.jobs.get_mut(&queue_id)
+                    && j.container == container
+                    && j.app_id == Some(app_id)
+                {
+                    // Known already (a recovered job's memo, or the submit
+                    // answer): it is still active in its broker.
+                    j.app_seen = true;
+                } else if let Some(j) = self.jobs.get_mut(&queue_id)
                     && j.container == container
                     && j.app_id.is_none()
                     && j.phase == Phase::Submitting
                 {
                     j.app_id = Some(app_id);
+                    j.app_seen = true;
+                    if std::mem::take(&mut j.recovering) || j.confirm_by.take().is_some() {
+                        // The earlier pancake's submit went through; its
+                        // answer (and the app_id memo) were lost.
+                        self.stats.forwarded += 1;
+                        out.push(Action::Memo {
+                            id: queue_id,
+                            memo: json!({ "app_id": app_id }),
+                        });
+                        if j.queue_ended {
+                            j.phase = Phase::Draining;
+                            out.push(Action::CancelApp {
+                                container: container.clone(),
+                                app_id,
+                                note: "queue job ended before forwarding completed".into(),
+                            });
+                        } else {
+                            j.phase = Phase::Submitted;
+                        }
+                    }
                     self.by_app.insert((container, app_id), queue_id);
                 }
             }
@@ -725,15 +981,19 @@ impl Dispatcher {
                 container,
                 app_id,
                 event,
-            } => self.on_app(&container, app_id, event, &mut out),
+            } => self.on_app(&container, app_id, event, out),
             Event::ContainerUp { container } => {
                 self.containers_up.insert(container);
                 self.dirty = true;
             }
-            Event::ContainerLost { container } => self.on_container_lost(&container, &mut out),
+            Event::ContainerLost { container } => {
+                if self.awaiting.remove(&container) {
+                    self.dirty = true;
+                    self.unknown_app_state(&container);
+                }
+                self.on_container_lost(&container, out)
+            }
         }
-        self.schedule(&mut out);
-        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -801,9 +1061,267 @@ impl Dispatcher {
                 app_finished: false,
                 queue_held: false,
                 release_pending: false,
+                released: false,
+                recovering: false,
+                app_seen: false,
+                prior_fluxion_id: None,
+                restore_due: false,
+                confirm_by: None,
             },
         );
         self.dirty = true;
+    }
+
+    /// Take up a job an earlier pancake matched (and maybe forwarded),
+    /// from what its queue record says, instead of matching it again.
+    fn resume(&mut self, id: JobId, prior: Prior, out: &mut Vec<Action>) {
+        let Some(fid) = prior.fluxion_id else {
+            // Never matched: an ordinary waiting job.
+            return;
+        };
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if j.phase != Phase::Waiting || j.prior_fluxion_id.is_some() {
+            return;
+        }
+        j.prior_fluxion_id = Some(fid);
+        j.restore_due = prior.r.is_some();
+        j.r = prior.r;
+        j.released = prior.released;
+        j.queue_started = prior.started;
+        j.recovering = true;
+        let state = match prior.app_id {
+            Some(app_id) => {
+                j.app_id = Some(app_id);
+                j.phase = if prior.released {
+                    Phase::Running
+                } else {
+                    Phase::Submitted
+                };
+                self.by_app.insert((j.container.clone(), app_id), id);
+                format!("{} job {app_id}", j.container)
+            }
+            None => {
+                // The submit may or may not have reached the container: its
+                // journal backlog tells (AppSubmitted, or AppBacklogDone).
+                j.phase = Phase::Submitting;
+                format!("{} submit unconfirmed", j.container)
+            }
+        };
+        let note = if j.r.is_some() {
+            ""
+        } else {
+            " (no R on record: its cores cannot be restored in fluxion)"
+        };
+        out.push(Action::Log {
+            id: Some(id),
+            text: format!("resumed: fluxion id {fid}, {state}{note}"),
+        });
+    }
+
+    /// Ask Fluxion to take back every recovered allocation not restored yet.
+    fn restore_due(&mut self, out: &mut Vec<Action>) {
+        for j in self.jobs.values_mut() {
+            // A recovered job's application state must be known first: if
+            // its application job is no longer active, its cores are free
+            // and may already be someone else's.
+            if j.recovering || !std::mem::take(&mut j.restore_due) {
+                continue;
+            }
+            if let (Some(fluxion_id), Some(r)) = (j.prior_fluxion_id, &j.r) {
+                out.push(Action::Restore {
+                    id: j.id,
+                    fluxion_id,
+                    r: r.clone(),
+                });
+            }
+        }
+    }
+
+    fn on_restored(
+        &mut self,
+        id: JobId,
+        fluxion_id: i64,
+        result: Result<(), FluxionError>,
+        out: &mut Vec<Action>,
+    ) {
+        let j = self.jobs.get_mut(&id);
+        match result {
+            Ok(()) => {
+                self.stats.granted += 1;
+                match j {
+                    Some(j) if !j.app_clean && j.phase != Phase::Done => {
+                        j.fluxion_id = Some(fluxion_id);
+                    }
+                    // It ended while Fluxion was restoring it.
+                    _ => self.free(Some(fluxion_id), out),
+                }
+            }
+            Err(e) => out.push(Action::Log {
+                id: Some(id),
+                text: format!(
+                    "fluxion did not restore allocation {fluxion_id}: {e}; matches that overlap it are refused until the job ends"
+                ),
+            }),
+        }
+    }
+
+    /// A container's journal backlog is in: recovered jobs whose submit was
+    /// never confirmed start over; forwarded ones whose application job was
+    /// not in the backlog ended while pancake was away.
+    fn on_app_backlog_done(&mut self, container: &str, out: &mut Vec<Action>) {
+        let ids: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.recovering && j.container == container)
+            .map(|j| j.id)
+            .collect();
+        for id in ids {
+            let Some(j) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            j.recovering = false;
+            match j.app_id {
+                None => {
+                    // Not in the backlog, but the submit may still be in the
+                    // container's job-ingest: hold the cores (restore them)
+                    // and give it SUBMIT_GRACE to show up live.
+                    j.confirm_by = Some(self.now + SUBMIT_GRACE);
+                    out.push(Action::Wake {
+                        after: SUBMIT_GRACE,
+                    });
+                }
+                Some(app_id) if !j.app_seen => {
+                    // Not active: it is clean, its cores free; learn how it
+                    // ended from its eventlog.
+                    j.restore_due = false;
+                    out.push(Action::AppLookup {
+                        container: container.to_string(),
+                        app_id,
+                    })
+                }
+                Some(app_id) if j.queue_ended && !j.app_finished && !j.app_clean => {
+                    out.push(Action::CancelApp {
+                        container: container.to_string(),
+                        app_id,
+                        note: "queue job ended".into(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Recovered jobs whose earlier submit never showed up in time: it never
+    /// reached the container. Free the allocation and match the job again.
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        let now = self.now;
+        let ids: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.app_id.is_none() && j.confirm_by.is_some_and(|t| t <= now))
+            .map(|j| j.id)
+            .collect();
+        for id in ids {
+            let Some(j) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            j.confirm_by = None;
+            let fid = j.fluxion_id.take();
+            j.prior_fluxion_id = None;
+            j.restore_due = false;
+            j.r = None;
+            j.phase = if j.queue_ended {
+                Phase::Done
+            } else {
+                Phase::Waiting
+            };
+            let container = j.container.clone();
+            out.push(Action::Log {
+                id: Some(id),
+                text: format!(
+                    "the earlier submit never reached {container}: the job is matched again"
+                ),
+            });
+            self.dirty = true;
+            self.free(fid, out);
+            self.reap(id);
+        }
+    }
+
+    /// An application job pancake forwarded whose queue job is not tracked:
+    /// the queue job ended while a reload or restart kept pancake away, but
+    /// the application job still holds its cores. Hold them in Fluxion until
+    /// it is clean, and cancel it unless it already finished (at the end of
+    /// its container's backlog, which says whether it did).
+    fn adopt(
+        &mut self,
+        container: String,
+        app_id: JobId,
+        queue_id: JobId,
+        fluxion_id: Option<i64>,
+        r: Option<Rv1>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(fid) = fluxion_id else { return };
+        out.push(Action::Log {
+            id: Some(queue_id),
+            text: format!(
+                "{container} job {app_id} outlived its queue job: its cores stay held until it is clean"
+            ),
+        });
+        self.by_app.insert((container.clone(), app_id), queue_id);
+        self.jobs.insert(
+            queue_id,
+            Job {
+                id: queue_id,
+                container,
+                request: Request::slots(1, 1, 0),
+                priority: 0,
+                t_submit: 0.0,
+                urgency: 0,
+                phase: Phase::Draining,
+                fluxion_id: None,
+                app_id: Some(app_id),
+                restore_due: r.is_some(),
+                r,
+                jobspec: Value::Null,
+                queue_alloc: false,
+                queue_started: false,
+                pending_finish: None,
+                app_exception: None,
+                queue_ended: true,
+                app_clean: false,
+                app_finished: false,
+                queue_held: false,
+                release_pending: false,
+                released: true,
+                recovering: true,
+                app_seen: true,
+                prior_fluxion_id: Some(fid),
+                confirm_by: None,
+            },
+        );
+    }
+
+    /// A live job (other than `id`) whose cores or GPUs `r` would share.
+    fn holder_of(&self, r: &Rv1, id: JobId) -> Option<JobId> {
+        self.jobs
+            .values()
+            .filter(|j| {
+                j.id != id
+                    && !j.app_clean
+                    && matches!(
+                        j.phase,
+                        Phase::Submitting | Phase::Submitted | Phase::Running | Phase::Draining
+                    )
+            })
+            .find(|j| {
+                j.r.as_ref()
+                    .is_some_and(|held| held.overlaps(r).unwrap_or(true))
+            })
+            .map(|j| j.id)
     }
 
     fn free(&mut self, fluxion_id: Option<i64>, out: &mut Vec<Action>) {
@@ -893,6 +1411,10 @@ impl Dispatcher {
         out: &mut Vec<Action>,
     ) {
         self.busy = false;
+        let conflict = match &result {
+            Ok(g) if !g.reserved => self.holder_of(&g.r, id),
+            _ => None,
+        };
         let Some(j) = self.jobs.get_mut(&id) else {
             // The job vanished while matching: give back what we got.
             if let Ok(g) = result {
@@ -921,14 +1443,37 @@ impl Dispatcher {
                     self.reap(id);
                     return;
                 }
+                if let Some(holder) = conflict {
+                    // Fluxion handed out cores a live job still holds: it lost
+                    // that allocation (a restart, or a restore it refused).
+                    // Never dispatch it; the job waits for the holder to end.
+                    j.phase = Phase::Waiting;
+                    self.tried.insert(id);
+                    out.push(Action::Log {
+                        id: Some(id),
+                        text: format!(
+                            "fluxion granted cores that job {} still holds (fluxion id {}): not dispatched, the job waits",
+                            holder, g.fluxion_id
+                        ),
+                    });
+                    // Not free(): that starts a new pass, which would match
+                    // the same cores again at once.
+                    self.stats.freed += 1;
+                    out.push(Action::Cancel {
+                        fluxion_id: g.fluxion_id,
+                    });
+                    return;
+                }
                 j.fluxion_id = Some(g.fluxion_id);
                 j.phase = Phase::Submitting;
                 let js = app_jobspec(&j.jobspec, &g.r, id, g.fluxion_id);
-                j.r = Some(g.r);
+                // The R goes on the record too: a reloaded pancake restores
+                // the allocation from it before matching anything else.
                 out.push(Action::Memo {
                     id,
-                    memo: json!({ "container": j.container, "fluxion_id": g.fluxion_id }),
+                    memo: json!({ "container": j.container, "fluxion_id": g.fluxion_id, "R": g.r }),
                 });
+                j.r = Some(g.r);
                 out.push(Action::Submit {
                     id,
                     container: j.container.clone(),
@@ -1029,7 +1574,10 @@ impl Dispatcher {
         }
     }
 
-    fn release(j: &Job, out: &mut Vec<Action>) {
+    fn release(j: &mut Job, out: &mut Vec<Action>) {
+        if std::mem::replace(&mut j.released, true) {
+            return;
+        }
         if let Some(r) = &j.r {
             let mut qr = r.clone();
             qr.execution.expiration = 0.0;
@@ -1056,6 +1604,7 @@ impl Dispatcher {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
+        j.app_seen = true;
         match ev {
             AppEvent::Start => {
                 if matches!(j.phase, Phase::Submitting | Phase::Submitted) && !j.queue_ended {
@@ -1122,6 +1671,10 @@ impl Dispatcher {
                 } else {
                     j.phase = Phase::Draining;
                 }
+                // Its cores are free even when Fluxion never held them (a
+                // recovered job it could not restore): jobs refused for
+                // overlapping them may go now.
+                self.dirty = true;
                 self.free(fid, out);
                 self.reap(id);
             }
@@ -1185,7 +1738,10 @@ impl Dispatcher {
 
     /// Start the next Fluxion call if none is in flight.
     fn schedule(&mut self, out: &mut Vec<Action>) {
-        if self.busy {
+        if self.capacity.is_some() {
+            self.restore_due(out);
+        }
+        if self.busy || self.is_recovering() {
             return;
         }
         if self.dirty {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::dispatch::{AppEvent, Event, JobId};
+use crate::dispatch::{AppEvent, Event, JobId, Prior};
 
 /// One eventlog entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +64,20 @@ pub fn parse(text: &str) -> Result<JournalEntry, String> {
     })
 }
 
+/// One line of an eventlog as stored in the KVS (RFC 18: one JSON object
+/// per line), or `None` for a line that is not one.
+pub fn parse_eventlog_entry(line: &str) -> Option<JournalEvent> {
+    let e: Value = serde_json::from_str(line).ok()?;
+    Some(JournalEvent {
+        timestamp: e.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0),
+        name: e.get("name")?.as_str()?.to_string(),
+        context: e
+            .get("context")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default())),
+    })
+}
+
 /// The container a (redacted) jobspec targets.
 pub fn container(jobspec: &Value) -> Option<&str> {
     jobspec
@@ -111,21 +125,56 @@ pub fn queue_event(id: JobId, ev: &JournalEvent) -> Option<Event> {
     }
 }
 
+/// What an earlier pancake did with a queue job, from the job's events in
+/// the journal backlog: its memos (`fluxion_id`, `R`, `app_id`), whether its
+/// `pancake` dependency was removed and whether it started.
+pub fn prior(events: &[JournalEvent]) -> Prior {
+    let mut p = Prior::default();
+    for ev in events {
+        let ctx = &ev.context;
+        match ev.name.as_str() {
+            "memo" => {
+                if let Some(f) = ctx.get("fluxion_id").and_then(Value::as_i64) {
+                    p.fluxion_id = Some(f);
+                }
+                if let Some(r) = ctx.get("R") {
+                    p.r = serde_json::from_value(r.clone()).ok();
+                }
+                if let Some(a) = ctx.get("app_id").and_then(Value::as_u64) {
+                    p.app_id = Some(a);
+                }
+            }
+            "dependency-remove"
+                if ctx.get("description").and_then(Value::as_str)
+                    == Some(crate::dispatch::DEPENDENCY) =>
+            {
+                p.released = true
+            }
+            "start" => p.started = true,
+            _ => {}
+        }
+    }
+    p
+}
+
 /// The queue job a forwarded application job mirrors, from the `submit`
 /// entry of the application broker's journal (its jobspec carries
 /// `attributes.user.pancake.queue_id`).
 pub fn app_submitted(container: &str, entry: &JournalEntry) -> Option<Event> {
     let app_id = entry.id?;
     entry.events.iter().find(|e| e.name == "submit")?;
-    let queue_id = entry
-        .jobspec
-        .as_ref()?
-        .pointer("/attributes/user/pancake/queue_id")?
-        .as_u64()?;
+    let js = entry.jobspec.as_ref()?;
+    let queue_id = js.pointer("/attributes/user/pancake/queue_id")?.as_u64()?;
     Some(Event::AppSubmitted {
         container: container.to_string(),
         app_id,
         queue_id,
+        fluxion_id: js
+            .pointer("/attributes/user/pancake/fluxion_id")
+            .and_then(Value::as_i64),
+        r: js
+            .pointer("/attributes/system/alloc-bypass/R")
+            .and_then(|r| serde_json::from_value(r.clone()).ok()),
     })
 }
 
@@ -177,6 +226,44 @@ mod tests {
     }
 
     #[test]
+    fn prior_reads_memos_and_progress() {
+        let e = parse(
+            r#"{"id":9,"events":[
+                {"timestamp":1,"name":"submit","context":{}},
+                {"timestamp":2,"name":"dependency-add","context":{"description":"pancake"}},
+                {"timestamp":3,"name":"memo","context":{"container":"ior","fluxion_id":4,
+                  "R":{"version":1,"execution":{"R_lite":[{"rank":"1","children":{"core":"2-3"}}],
+                  "starttime":0,"expiration":0,"nodelist":["n1"]}}}},
+                {"timestamp":4,"name":"memo","context":{"app_id":123}},
+                {"timestamp":5,"name":"dependency-remove","context":{"description":"other"}}]}"#,
+        )
+        .unwrap();
+        let p = prior(&e.events);
+        assert_eq!(p.fluxion_id, Some(4));
+        assert_eq!(p.app_id, Some(123));
+        assert_eq!(
+            p.r.as_ref().map(|r| r.execution.r_lite[0].rank.as_str()),
+            Some("1")
+        );
+        assert!(!p.released, "another plugin's dependency is not ours");
+        assert!(!p.started);
+        let mut more = e.events.clone();
+        more.push(JournalEvent {
+            timestamp: 6.0,
+            name: "dependency-remove".into(),
+            context: serde_json::json!({"description": "pancake"}),
+        });
+        more.push(JournalEvent {
+            timestamp: 7.0,
+            name: "start".into(),
+            context: serde_json::json!({}),
+        });
+        let p = prior(&more);
+        assert!(p.released && p.started);
+        assert_eq!(prior(&e.events[..2]), Prior::default(), "never matched");
+    }
+
+    #[test]
     fn app_submit_names_the_queue_job() {
         let e = parse(
             r#"{"id":77,"events":[{"timestamp":1,"name":"submit","context":{}}],
@@ -188,7 +275,9 @@ mod tests {
             Some(Event::AppSubmitted {
                 container: "ior".into(),
                 app_id: 77,
-                queue_id: 5
+                queue_id: 5,
+                fluxion_id: Some(1),
+                r: None,
             })
         );
         let other = parse(

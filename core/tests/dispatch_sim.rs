@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use fluxion::conformance::sample_rv1;
 use fluxion::{Fluxion, FluxionError, Request, Rv1, allocation_to_rv1, rv1_to_jgf};
 use pancake_core::dispatch::{
-    Action, AppEvent, Capacity, Dispatcher, Event, Granted, JobId, QueuePolicy, check_grant,
+    Action, AppEvent, Capacity, Dispatcher, Event, Granted, JobId, Prior, QueuePolicy, check_grant,
 };
 
 /// How a queue job ended, as `flux jobs` would report it.
@@ -20,9 +20,30 @@ enum Outcome {
     },
 }
 
+/// What the queue broker keeps about a job (its eventlog), which a reloaded
+/// module reads back from the journal backlog.
+#[derive(Debug, Clone, Default)]
+struct QueueRecord {
+    container: String,
+    jobspec: String,
+    held: bool,
+    released: bool,
+    alloc: bool,
+    started: bool,
+    ended: bool,
+    memo_fluxion_id: Option<i64>,
+    memo_r: Option<Rv1>,
+    memo_app_id: Option<JobId>,
+}
+
 #[derive(Debug, Clone)]
 struct AppJob {
     queue_id: JobId,
+    container: String,
+    /// Every event the application broker posted, in order (its eventlog).
+    log: Vec<AppEvent>,
+    /// Still in the broker's job-ingest: not in its journal yet.
+    hidden: bool,
     r: Rv1,
     started: bool,
     /// Finished (or died): no more tasks, but the R is held until clean.
@@ -40,9 +61,12 @@ struct Sim {
     events: VecDeque<Event>,
     apps: BTreeMap<JobId, AppJob>,
     next_app: JobId,
-    /// fluxion id -> times cancelled
-    cancelled: HashMap<i64, u32>,
-    granted: Vec<i64>,
+    /// (epoch, fluxion id) -> times cancelled; the epoch counts module
+    /// reloads (each starts a fresh Fluxion, whose ids restart).
+    cancelled: HashMap<(u32, i64), u32>,
+    granted: Vec<(u32, i64)>,
+    epoch: u32,
+    records: BTreeMap<JobId, QueueRecord>,
     reserved: Vec<i64>,
     queue: BTreeMap<JobId, Option<Outcome>>,
     app_outcome: BTreeMap<JobId, Outcome>,
@@ -50,6 +74,10 @@ struct Sim {
     fail_status: HashMap<JobId, i32>,
     /// Containers that refuse jobs.
     refuse: Vec<String>,
+    /// Fluxion cannot restore allocations (the public service).
+    no_restore: bool,
+    /// The dispatcher asked for a Tick.
+    wake: bool,
     rng: u64,
     violations: Vec<String>,
     /// Queue jobs whose dependency-add was seen, and ones still to come.
@@ -79,11 +107,15 @@ impl Sim {
             next_app: 1,
             cancelled: HashMap::new(),
             granted: Vec::new(),
+            epoch: 0,
+            records: BTreeMap::new(),
             reserved: Vec::new(),
             queue: BTreeMap::new(),
             app_outcome: BTreeMap::new(),
             fail_status: HashMap::new(),
             refuse: Vec::new(),
+            no_restore: false,
+            wake: false,
             rng: seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407)
@@ -116,6 +148,14 @@ impl Sim {
         js["attributes"]["system"]["container"] = container.into();
         js["attributes"]["system"]["environment"] = serde_json::json!({"HOME": "/root"});
         self.queue.insert(id, None);
+        self.records.insert(
+            id,
+            QueueRecord {
+                container: container.into(),
+                jobspec: js.to_string(),
+                ..Default::default()
+            },
+        );
         self.feed(Event::Submitted {
             id,
             container: container.into(),
@@ -130,8 +170,148 @@ impl Sim {
             self.held_later.push(id);
         } else {
             self.held.insert(id);
+            self.rec(id).held = true;
             self.feed(Event::QueueHeld { id });
         }
+    }
+
+    /// `flux module reload pancake`: what the old module had in flight dies
+    /// with it (its Fluxion too); a new dispatcher and a fresh Fluxion learn
+    /// everything back from the brokers' records, in the order the module
+    /// reads them: the queue journal backlog, then each container's.
+    fn reload(&mut self) {
+        self.events.clear();
+        self.submit_later.clear();
+        self.epoch += 1;
+        let mut fx = fluxion::EmbeddedFluxion::new();
+        fx.init("first", &rv1_to_jgf(&self.graph).unwrap()).unwrap();
+        self.fx = fx;
+        let mut d = Dispatcher::new(self.d.policy());
+        d.begin_recovery(&["lammps", "ior", "chatterbug"]);
+        self.d = d;
+        // The queue's and the containers' journals race: any container's
+        // backlog may come before the queue's (the dispatcher must hold it).
+        // A submit the old module sent but never heard back about may still
+        // be in the container's job-ingest: the backlog misses it, and it
+        // shows up live a moment later.
+        let unanswered: Vec<JobId> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| {
+                !a.started
+                    && !a.done
+                    && self
+                        .records
+                        .get(&a.queue_id)
+                        .is_some_and(|r| r.memo_app_id.is_none())
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for app_id in unanswered {
+            if self.rand(2) == 0 {
+                self.apps.get_mut(&app_id).unwrap().hidden = true;
+            }
+        }
+        let containers = ["lammps", "ior", "chatterbug"];
+        let early: Vec<&str> = containers
+            .iter()
+            .copied()
+            .filter(|_| self.rand(3) == 0)
+            .collect();
+        for c in &early {
+            self.app_backlog(c);
+        }
+        let active: Vec<(JobId, QueueRecord)> = self
+            .records
+            .iter()
+            .filter(|(_, r)| !r.ended)
+            .map(|(k, r)| (*k, r.clone()))
+            .collect();
+        for (id, r) in active {
+            self.feed(Event::Recovered {
+                id,
+                container: r.container.clone(),
+                jobspec: r.jobspec.clone(),
+                priority: 16,
+                t_submit: 1000.0 + id as f64,
+                urgency: 16,
+                prior: Prior {
+                    fluxion_id: r.memo_fluxion_id,
+                    r: r.memo_r.clone(),
+                    app_id: r.memo_app_id,
+                    released: r.released,
+                    started: r.started,
+                },
+            });
+            if r.held {
+                self.feed(Event::QueueHeld { id });
+            }
+            if r.alloc {
+                self.feed(Event::QueueAlloc { id });
+            }
+            if r.started {
+                self.feed(Event::QueueStart { id });
+            }
+        }
+        self.feed(Event::QueueBacklogDone);
+        let up_first = self.rand(2) == 0;
+        if up_first {
+            self.fluxion_ready(&containers);
+        }
+        for c in containers {
+            if !early.contains(&c) {
+                self.app_backlog(c);
+            }
+        }
+        if !up_first {
+            self.fluxion_ready(&containers);
+        }
+    }
+
+    /// Container `c`'s journal backlog: its active jobs, whole, then the end.
+    fn app_backlog(&mut self, c: &str) {
+        let apps: Vec<(JobId, AppJob)> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.container == c && !a.cleaned && !a.hidden)
+            .map(|(k, a)| (*k, a.clone()))
+            .collect();
+        for (app_id, a) in apps {
+            let fluxion_id = self
+                .records
+                .get(&a.queue_id)
+                .and_then(|r| r.memo_fluxion_id);
+            self.feed(Event::AppSubmitted {
+                container: c.into(),
+                app_id,
+                queue_id: a.queue_id,
+                fluxion_id,
+                r: Some(a.r.clone()),
+            });
+            for event in a.log {
+                self.feed(Event::App {
+                    container: c.into(),
+                    app_id,
+                    event,
+                });
+            }
+        }
+        self.feed(Event::AppBacklogDone {
+            container: c.into(),
+        });
+    }
+
+    fn fluxion_ready(&mut self, containers: &[&str]) {
+        self.d.set_capacity(Capacity::of(&self.graph).unwrap());
+        for c in containers {
+            self.feed(Event::ContainerUp {
+                container: (*c).into(),
+            });
+        }
+    }
+
+    fn rec(&mut self, id: JobId) -> &mut QueueRecord {
+        self.records.entry(id).or_default()
     }
 
     /// `flux cancel` of queue job `id`: the exception, then the job ends.
@@ -176,6 +356,7 @@ impl Sim {
                 .violations
                 .push(format!("unknown queue job {id} ended")),
         }
+        self.rec(id).ended = true;
         self.events.push_back(Event::QueueInactive { id });
     }
 
@@ -203,14 +384,52 @@ impl Sim {
                     if g.reserved {
                         self.reserved.push(g.fluxion_id);
                     } else {
-                        self.granted.push(g.fluxion_id);
+                        self.granted.push((self.epoch, g.fluxion_id));
                     }
                 }
                 self.events.push_back(Event::Matched { id, result });
             }
             Action::Cancel { fluxion_id } => {
-                *self.cancelled.entry(fluxion_id).or_default() += 1;
+                *self.cancelled.entry((self.epoch, fluxion_id)).or_default() += 1;
                 self.fx.cancel(fluxion_id).unwrap();
+            }
+            Action::Restore { id, fluxion_id, r } => {
+                let result = if self.no_restore {
+                    Err(FluxionError::Other("unimplemented: Restore".into()))
+                } else {
+                    self.fx.restore(fluxion_id, &rv1_to_jgf(&r).unwrap())
+                };
+                if self.no_restore {
+                    // Nothing to check: the dispatcher must cope.
+                } else if result.is_ok() {
+                    self.granted.push((self.epoch, fluxion_id));
+                } else {
+                    self.violations
+                        .push(format!("job {id}: restore {fluxion_id} failed: {result:?}"));
+                }
+                self.events.push_back(Event::Restored {
+                    id,
+                    fluxion_id,
+                    result,
+                });
+            }
+            Action::AppLookup { container, app_id } => {
+                // The application job went inactive while nobody watched:
+                // its eventlog, whole.
+                match self.apps.get(&app_id) {
+                    Some(a) if a.cleaned && a.container == container => {
+                        for event in a.log.clone() {
+                            self.events.push_back(Event::App {
+                                container: container.clone(),
+                                app_id,
+                                event,
+                            });
+                        }
+                    }
+                    _ => self
+                        .violations
+                        .push(format!("lookup of app job {app_id} that is not inactive")),
+                }
             }
             Action::Submit {
                 id,
@@ -240,6 +459,11 @@ impl Sim {
                             .push(format!("job {id} overlaps app job {other}"));
                     }
                 }
+                if let Some((other, _)) = self.apps.iter().find(|(_, a)| a.queue_id == id) {
+                    self.violations.push(format!(
+                        "job {id} dispatched twice (app job {other} exists)"
+                    ));
+                }
                 let app_id = self.next_app;
                 self.next_app += 1;
                 let status = self.fail_status.get(&id).copied().unwrap_or(0);
@@ -247,6 +471,9 @@ impl Sim {
                     app_id,
                     AppJob {
                         queue_id: id,
+                        container: container.clone(),
+                        log: Vec::new(),
+                        hidden: false,
                         r,
                         started: false,
                         done: false,
@@ -257,10 +484,13 @@ impl Sim {
                 // The application journal may show the job (and its start)
                 // before the submit RPC's answer is processed.
                 if self.rand(3) == 0 {
+                    let r = self.apps[&app_id].r.clone();
                     self.events.push_back(Event::AppSubmitted {
                         container,
                         app_id,
                         queue_id: id,
+                        fluxion_id: js["attributes"]["user"]["pancake"]["fluxion_id"].as_i64(),
+                        r: Some(r),
                     });
                     self.submit_later.push((id, app_id));
                     return;
@@ -280,15 +510,24 @@ impl Sim {
                     r.execution.expiration, 0.0,
                     "queue copy of R has no expiration"
                 );
+                if std::mem::replace(&mut self.rec(id).released, true) {
+                    self.violations.push(format!("job {id} released twice"));
+                }
                 // The queue job-manager may take a while to allocate it.
                 if self.rand(3) == 0 {
                     self.alloc_later.push(id);
                     return;
                 }
+                self.rec(id).alloc = true;
                 self.events.push_back(Event::QueueAlloc { id });
             }
             Action::OverrideStart { id } => {
-                self.started.insert(id);
+                // testexec refuses a second start ("Job already running").
+                if !self.started.insert(id) {
+                    self.violations
+                        .push(format!("job {id}: override start twice"));
+                }
+                self.rec(id).started = true;
                 self.events.push_back(Event::QueueStart { id })
             }
             Action::OverrideFinish { id, status } => {
@@ -314,20 +553,56 @@ impl Sim {
                 }
                 self.app_exception(app_id, "cancel")
             }
-            Action::Memo { .. } | Action::Log { .. } => {}
+            Action::Memo { id, memo } => {
+                let rec = self.rec(id);
+                if let Some(f) = memo.get("fluxion_id").and_then(|v| v.as_i64()) {
+                    rec.memo_fluxion_id = Some(f);
+                }
+                if let Some(r) = memo.get("R") {
+                    rec.memo_r = Some(serde_json::from_value(r.clone()).unwrap());
+                }
+                if let Some(a) = memo.get("app_id").and_then(|v| v.as_u64()) {
+                    rec.memo_app_id = Some(a);
+                }
+            }
+            Action::Wake { .. } => self.wake = true,
+            Action::Log { .. } => {}
         }
     }
 
-    fn container_of(&self, app_id: JobId) -> String {
-        let q = self.apps[&app_id].queue_id;
-        self.d
-            .job(q)
-            .map(|j| j.container.clone())
-            .unwrap_or_else(|| "lammps".into())
+    /// The application broker posts `event` for `app_id` (kept in its log).
+    fn app_event(&mut self, app_id: JobId, event: AppEvent) {
+        let a = self.apps.get_mut(&app_id).unwrap();
+        a.log.push(event.clone());
+        let container = a.container.clone();
+        self.events.push_back(Event::App {
+            container,
+            app_id,
+            event,
+        });
     }
 
     /// Run every forwarded application job one step: start, or finish + clean.
     fn step_apps(&mut self, finish_all: bool) {
+        let hidden: Vec<JobId> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.hidden)
+            .map(|(k, _)| *k)
+            .collect();
+        for app_id in hidden {
+            let a = self.apps.get_mut(&app_id).unwrap();
+            a.hidden = false;
+            let (container, queue_id, r) = (a.container.clone(), a.queue_id, a.r.clone());
+            let fluxion_id = self.records.get(&queue_id).and_then(|r| r.memo_fluxion_id);
+            self.feed(Event::AppSubmitted {
+                container,
+                app_id,
+                queue_id,
+                fluxion_id,
+                r: Some(r),
+            });
+        }
         let ids: Vec<JobId> = self
             .apps
             .iter()
@@ -338,33 +613,20 @@ impl Sim {
             if !finish_all && self.rand(3) == 0 {
                 continue;
             }
-            let container = self.container_of(app_id);
             let a = self.apps[&app_id].clone();
             if !a.started && !a.done {
                 self.apps.get_mut(&app_id).unwrap().started = true;
-                self.events.push_back(Event::App {
-                    container,
-                    app_id,
-                    event: AppEvent::Start,
-                });
+                self.app_event(app_id, AppEvent::Start);
             } else if !a.done {
                 // Finish and clean are separate steps, as in flux-core: the
                 // queue side may end in between.
                 self.apps.get_mut(&app_id).unwrap().done = true;
                 self.app_outcome
                     .insert(a.queue_id, Outcome::Finished(a.status));
-                self.events.push_back(Event::App {
-                    container,
-                    app_id,
-                    event: AppEvent::Finish { status: a.status },
-                });
+                self.app_event(app_id, AppEvent::Finish { status: a.status });
             } else {
                 self.apps.get_mut(&app_id).unwrap().cleaned = true;
-                self.events.push_back(Event::App {
-                    container,
-                    app_id,
-                    event: AppEvent::Clean,
-                });
+                self.app_event(app_id, AppEvent::Clean);
             }
             self.drain();
         }
@@ -378,6 +640,7 @@ impl Sim {
         // (An alloc may lag behind the application's finish and clean.)
         for id in std::mem::take(&mut self.alloc_later) {
             if finish_all || self.rand(3) == 0 {
+                self.rec(id).alloc = true;
                 self.events.push_back(Event::QueueAlloc { id });
             } else {
                 self.alloc_later.push(id);
@@ -385,9 +648,14 @@ impl Sim {
         }
         for id in std::mem::take(&mut self.held_later) {
             self.held.insert(id);
+            self.rec(id).held = true;
             self.events.push_back(Event::QueueHeld { id });
         }
         self.drain();
+        if std::mem::take(&mut self.wake) {
+            self.now += pancake_core::dispatch::SUBMIT_GRACE + 1.0;
+            self.feed(Event::Tick);
+        }
     }
 
     fn app_exception(&mut self, app_id: JobId, kind: &str) {
@@ -397,17 +665,15 @@ impl Sim {
         if a.done {
             return;
         }
-        let container = self.container_of(app_id);
         self.apps.get_mut(&app_id).unwrap().done = true;
-        self.events.push_back(Event::App {
-            container: container.clone(),
+        self.app_event(
             app_id,
-            event: AppEvent::Exception {
+            AppEvent::Exception {
                 kind: kind.into(),
                 severity: 0,
                 note: format!("{kind} on app side"),
             },
-        });
+        );
         if a.started {
             let status = 15; // killed by SIGTERM
             self.app_outcome.insert(
@@ -417,11 +683,7 @@ impl Sim {
                     wait_status: Some(status),
                 },
             );
-            self.events.push_back(Event::App {
-                container: container.clone(),
-                app_id,
-                event: AppEvent::Finish { status },
-            });
+            self.app_event(app_id, AppEvent::Finish { status });
         } else {
             self.app_outcome.insert(
                 a.queue_id,
@@ -432,11 +694,7 @@ impl Sim {
             );
         }
         self.apps.get_mut(&app_id).unwrap().cleaned = true;
-        self.events.push_back(Event::App {
-            container,
-            app_id,
-            event: AppEvent::Clean,
-        });
+        self.app_event(app_id, AppEvent::Clean);
     }
 
     fn check_end(&mut self) {
@@ -444,18 +702,20 @@ impl Sim {
             self.step_apps(true);
             self.drain();
         }
-        for fid in &self.granted {
+        // Allocations of earlier epochs died with their Fluxion (a reload):
+        // they were restored, and counted again, in the new one.
+        for fid in self.granted.iter().filter(|(e, _)| *e == self.epoch) {
             match self.cancelled.get(fid) {
                 Some(1) => {}
                 n => self
                     .violations
-                    .push(format!("fluxion id {fid} cancelled {n:?} times")),
+                    .push(format!("fluxion id {fid:?} cancelled {n:?} times")),
             }
         }
         for (fid, n) in &self.cancelled {
             if *n > 1 {
                 self.violations
-                    .push(format!("fluxion id {fid} cancelled {n} times"));
+                    .push(format!("fluxion id {fid:?} cancelled {n} times"));
             }
         }
         assert_eq!(
@@ -481,7 +741,19 @@ impl Sim {
         assert!(
             self.d.jobs().next().is_none(),
             "jobs left: {:?}",
-            self.d.jobs().map(|j| (j.id, j.phase)).collect::<Vec<_>>()
+            self.d
+                .jobs()
+                .map(|j| (
+                    j.id,
+                    j.phase,
+                    j.app_id,
+                    j.app_id
+                        .and_then(|a| self.apps.get(&a))
+                        .map(|a| a.log.clone()),
+                    self.records.get(&j.id).cloned(),
+                    j.progress()
+                ))
+                .collect::<Vec<_>>()
         );
         assert!(self.violations.is_empty(), "{:#?}", self.violations);
     }
@@ -661,8 +933,7 @@ fn easy_backfill_never_dispatches_a_reservation() {
     s.check_end();
 }
 
-#[test]
-fn randomized_workloads_keep_the_invariants() {
+fn randomized(reloads: bool, no_restore: bool) {
     for seed in 1..=40u64 {
         let policy = if seed % 2 == 0 {
             QueuePolicy::Easy
@@ -670,6 +941,7 @@ fn randomized_workloads_keep_the_invariants() {
             QueuePolicy::Fcfs
         };
         let mut s = Sim::new(policy, seed);
+        s.no_restore = no_restore;
         let containers = ["lammps", "ior", "chatterbug"];
         for id in 1..=60u64 {
             let c = containers[s.rand(3) as usize];
@@ -708,9 +980,38 @@ fn randomized_workloads_keep_the_invariants() {
                 _ => {}
             }
             s.step_apps(false);
+            if reloads && s.rand(8) == 0 {
+                s.reload();
+            }
         }
+        eprintln!("seed {seed}");
         s.check_end();
+        if reloads {
+            assert!(s.epoch > 0, "seed {seed}: the run reloaded");
+        }
     }
+}
+
+#[test]
+fn randomized_workloads_keep_the_invariants() {
+    randomized(false, false);
+}
+
+/// The same workloads with module reloads at random points: nothing is
+/// dispatched or started twice, no core is shared, every allocation the
+/// last Fluxion holds is freed once, and every queue job still ends as its
+/// application job did.
+#[test]
+fn randomized_workloads_with_reloads_keep_the_invariants() {
+    randomized(true, false);
+}
+
+/// Reloads against a Fluxion that cannot restore (the public service, or
+/// one that restarted): it hands out cores recovered jobs still hold, and
+/// the dispatcher must refuse every such grant.
+#[test]
+fn reloads_against_a_fluxion_without_restore_never_share_a_core() {
+    randomized(true, true);
 }
 
 #[test]

@@ -57,6 +57,10 @@ struct State {
 
 type Shared = Rc<RefCell<State>>;
 
+/// How long a queue job may run at most (the application job's own time
+/// limit applies on its broker; the queue job just mirrors it): ten years.
+const QUEUE_RUN_DURATION: &str = "3650d";
+
 fn owner_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
@@ -159,8 +163,13 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
             }
         }
         p.set_flag(CURRENT_JOB, "alloc-bypass")?;
+        // The queue side of a container job is a test-exec job that starts
+        // and finishes on pancake's override RPCs. Its run_duration must be
+        // long, not 0: after a queue broker restart test-exec reattaches the
+        // job with the time left of run_duration, and with 0 it would finish
+        // it at once with status 0, whatever the application job does.
         p.jobspec_update(&json!({
-            "attributes.system.exec.test": { "override": 1, "run_duration": "0" }
+            "attributes.system.exec.test": { "override": 1, "run_duration": QUEUE_RUN_DURATION }
         }))?;
         Ok(())
     })?;

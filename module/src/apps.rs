@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use flux::{Handle, Level, Watcher};
 use fluxion::Rv1;
-use pancake_core::dispatch::{Capacity, Event};
+use pancake_core::dispatch::{AppEvent, Capacity, Event};
 use pancake_core::journal;
 use serde_json::{Value, json};
 
@@ -501,6 +501,16 @@ fn start_journal(p: &Shared, name: &str) {
         match f.rpc_get_stream() {
             Ok(Some(text)) => {
                 match journal::parse(text) {
+                    Ok(entry) if entry.id.is_none() => {
+                        // Every active job was replayed: recovered jobs not
+                        // seen there ended while pancake was away.
+                        feed(
+                            &p,
+                            Event::AppBacklogDone {
+                                container: n.clone(),
+                            },
+                        );
+                    }
                     Ok(entry) => {
                         // The submit entry maps the job to its queue job even
                         // before our submit RPC's answer is processed.
@@ -686,5 +696,75 @@ pub(crate) fn cancel_job(p: &Shared, name: &str, app_id: u64, note: &str) {
                 flux::job::id_f58(app_id)
             ),
         ),
+    }
+}
+
+/// Read inactive application job `app_id`'s whole eventlog on container
+/// `name` and feed its events: it ended while pancake was away. An
+/// unreadable record ends it with an exception, so its queue job and its
+/// cores are not held forever.
+pub(crate) fn lookup_app(p: &Shared, name: &str, app_id: u64) {
+    let key = match flux::job::kvs_key(app_id, "eventlog") {
+        Ok(k) => k,
+        Err(e) => return app_unreadable(p, name, app_id, &e.message()),
+    };
+    let f = with_handle(p, name, |h| h.kvs_lookup(&key));
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    match f {
+        Ok(f) => {
+            let _ = container_pending(p, name).spawn(f, 30.0, move |f| {
+                let Some(p) = weak.upgrade() else { return };
+                match f.kvs_lookup_get() {
+                    Ok(text) => {
+                        let events: Vec<_> = text
+                            .lines()
+                            .filter_map(journal::parse_eventlog_entry)
+                            .filter_map(|ev| journal::app_event(&ev))
+                            .collect();
+                        for event in events {
+                            feed(
+                                &p,
+                                Event::App {
+                                    container: n.clone(),
+                                    app_id,
+                                    event,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => app_unreadable(&p, &n, app_id, &e.message()),
+                }
+            });
+        }
+        Err(e) => app_unreadable(p, name, app_id, &e.message()),
+    }
+}
+
+fn app_unreadable(p: &Shared, name: &str, app_id: u64, why: &str) {
+    log(
+        p,
+        Level::Err,
+        &format!(
+            "container {name}: job {}: cannot read its eventlog: {why}",
+            flux::job::id_f58(app_id)
+        ),
+    );
+    for event in [
+        AppEvent::Exception {
+            kind: "pancake".into(),
+            severity: 0,
+            note: format!("the application job's record is unreadable: {why}"),
+        },
+        AppEvent::Clean,
+    ] {
+        feed(
+            p,
+            Event::App {
+                container: name.to_string(),
+                app_id,
+                event,
+            },
+        );
     }
 }

@@ -38,6 +38,38 @@ pub(crate) fn perform(p: &Shared, action: Action) {
                 );
             }
         }
+        Action::Restore { id, fluxion_id, r } => {
+            log(
+                p,
+                Level::Debug,
+                &format!(
+                    "{}: restoring fluxion allocation {fluxion_id}",
+                    flux::job::id_f58(id)
+                ),
+            );
+            let weak = Rc::downgrade(p);
+            let res = p.borrow_mut().fx.restore(fluxion_id, r, move |result| {
+                if let Some(p) = weak.upgrade() {
+                    feed(
+                        &p,
+                        Event::Restored {
+                            id,
+                            fluxion_id,
+                            result,
+                        },
+                    );
+                }
+            });
+            if let Err(e) = res {
+                log(
+                    p,
+                    Level::Err,
+                    &format!("{}: restore: {e}", flux::job::id_f58(id)),
+                );
+            }
+        }
+        Action::AppLookup { container, app_id } => apps::lookup_app(p, &container, app_id),
+        Action::Wake { after } => crate::after(p, after, |p| feed(p, Event::Tick)),
         Action::Cancel { fluxion_id } => {
             let weak = Rc::downgrade(p);
             let res = p.borrow_mut().fx.cancel(fluxion_id, move |r| {

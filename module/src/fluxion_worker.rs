@@ -122,6 +122,19 @@ impl FluxionWorker {
         self.call(move |fx| fx.cancel(fluxion_id), done)
     }
 
+    /// Re-register allocation `fluxion_id` (its resources are in use).
+    pub(crate) fn restore(
+        &mut self,
+        fluxion_id: i64,
+        r: fluxion::Rv1,
+        done: impl FnOnce(Result<(), FluxionError>) + 'static,
+    ) -> flux::Result<()> {
+        self.call(
+            move |fx| fx.restore(fluxion_id, &fluxion::rv1_to_jgf(&r)?),
+            done,
+        )
+    }
+
     /// A round trip through the worker thread, answering its name.
     pub(crate) fn ping(&mut self, done: impl FnOnce(String) + 'static) -> flux::Result<()> {
         self.worker.run(

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use flux::{Handle, HandleRef, Level, Pending, Role, Table, Timers, Watcher};
-use pancake_core::dispatch::{Capacity, Dispatcher, Event, JobId};
+use pancake_core::dispatch::{Capacity, Dispatcher, Event, JobId, Prior};
 use pancake_core::journal;
 use pancake_core::options::Options;
 use serde_json::json;
@@ -47,6 +47,14 @@ pub(crate) struct Pancake {
     pub(crate) tracked: HashSet<JobId>,
     /// Events for jobs whose J lookup is in flight.
     pub(crate) early: HashMap<JobId, Vec<Event>>,
+    /// Container jobs submitted but not validated yet (the journal shows
+    /// `submit` before the job-manager's validation, and a refused job only
+    /// gets `invalidate`): container, submit time, urgency.
+    unvalidated: HashMap<JobId, (String, f64, i32)>,
+    /// The queue journal's backlog: J lookups still in flight, and whether
+    /// its end (the sentinel) was seen.
+    backlog_lookups: usize,
+    backlog_seen: bool,
     pub(crate) requests: u64,
     /// One-shot timers of [`after`].
     pub(crate) timers: Timers,
@@ -87,6 +95,10 @@ pub(crate) fn bury(p: &Shared, h: Handle) {
 
 pub(crate) type Shared = Rc<RefCell<Pancake>>;
 
+/// How long a (re)loaded module waits for the containers' job journals
+/// before it matches without the missing ones.
+const RECOVERY_WAIT: f64 = 10.0;
+
 /// Feed an event to the dispatcher and carry out what it asks.
 pub(crate) fn feed(p: &Shared, event: Event) {
     let actions = {
@@ -121,6 +133,9 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
             outputs: output::Outputs::default(),
             tracked: HashSet::new(),
             early: HashMap::new(),
+            unvalidated: HashMap::new(),
+            backlog_lookups: 0,
+            backlog_seen: false,
             requests: 0,
             timers: Timers::new(),
             graveyard: Vec::new(),
@@ -140,6 +155,14 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
 
     let handlers = register_handlers(h, &p)?;
     apps::discover(&p);
+    // Nothing is matched until what earlier pancakes left is known: the
+    // queue's active jobs and every known container's active jobs.
+    {
+        let mut st = p.borrow_mut();
+        let names: Vec<String> = st.containers.iter().map(|c| c.name.clone()).collect();
+        st.d.begin_recovery(&names);
+    }
+    after(&p, RECOVERY_WAIT, |p| feed(p, Event::RecoveryTimeout));
     start_queue_journal(&p)?;
     let rescan = {
         let weak = Rc::downgrade(&p);
@@ -354,28 +377,52 @@ pub(crate) fn log(p: &Shared, level: Level, text: &str) {
 }
 
 fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
-    let Some(id) = entry.id else { return };
+    let Some(id) = entry.id else {
+        // The end of the backlog.
+        p.borrow_mut().backlog_seen = true;
+        backlog_step(p);
+        return;
+    };
+    let backlog = !p.borrow().backlog_seen;
     if let Some(js) = &entry.jobspec
         && let Some(container) = journal::container(js)
     {
-        let container = container.to_string();
         let submit = entry.events.iter().find(|e| e.name == "submit");
         let t_submit = submit.map(|e| e.timestamp).unwrap_or(0.0);
         let urgency = submit
             .and_then(|e| e.context.get("urgency"))
             .and_then(|u| u.as_i64())
             .unwrap_or(16) as i32;
-        let mut st = p.borrow_mut();
-        if st.tracked.insert(id) {
-            st.early.insert(id, Vec::new());
-            drop(st);
-            lookup_jobspec(p, id, container, t_submit, urgency);
-        }
-    }
-    if !p.borrow().tracked.contains(&id) {
-        return;
+        p.borrow_mut()
+            .unvalidated
+            .insert(id, (container.to_string(), t_submit, urgency));
     }
     for ev in &entry.events {
+        match ev.name.as_str() {
+            // Only a validated job is pancake's: a job the plugin (or any
+            // validator) refused must never be forwarded.
+            "validate" => {
+                let pending = p.borrow_mut().unvalidated.remove(&id);
+                if let Some((container, t_submit, urgency)) = pending {
+                    let prior = backlog.then(|| journal::prior(&entry.events));
+                    let mut st = p.borrow_mut();
+                    st.tracked.insert(id);
+                    st.early.insert(id, Vec::new());
+                    if backlog {
+                        st.backlog_lookups += 1;
+                    }
+                    drop(st);
+                    lookup_jobspec(p, id, container, t_submit, urgency, prior);
+                }
+            }
+            "invalidate" => {
+                p.borrow_mut().unvalidated.remove(&id);
+            }
+            _ => {}
+        }
+        if !p.borrow().tracked.contains(&id) {
+            continue;
+        }
         let Some(event) = journal::queue_event(id, ev) else {
             continue;
         };
@@ -393,9 +440,28 @@ fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
     }
 }
 
+/// One more backlog job handed to the dispatcher (or the sentinel seen):
+/// once both are complete, scheduling may start.
+fn backlog_step(p: &Shared) {
+    let done = {
+        let st = p.borrow();
+        st.backlog_seen && st.backlog_lookups == 0
+    };
+    if done && p.borrow().d.is_recovering() {
+        feed(p, Event::QueueBacklogDone);
+    }
+}
+
 /// Read the job's signed J (the KVS `jobspec` lacks the environment) and
 /// hand the job to the dispatcher, then any events that arrived meanwhile.
-fn lookup_jobspec(p: &Shared, id: JobId, container: String, t_submit: f64, urgency: i32) {
+fn lookup_jobspec(
+    p: &Shared,
+    id: JobId,
+    container: String,
+    t_submit: f64,
+    urgency: i32,
+    prior: Option<Prior>,
+) {
     let f = flux::job::kvs_key(id, "J").and_then(|key| p.borrow().h.kvs_lookup(&key));
     let weak = Rc::downgrade(p);
     let done = move |result: flux::Result<String>| {
@@ -412,9 +478,17 @@ fn lookup_jobspec(p: &Shared, id: JobId, container: String, t_submit: f64, urgen
                 String::new()
             }
         };
-        feed(
-            &p,
-            Event::Submitted {
+        let event = match prior {
+            Some(prior) => Event::Recovered {
+                id,
+                container,
+                jobspec,
+                priority: i64::from(urgency),
+                t_submit,
+                urgency,
+                prior,
+            },
+            None => Event::Submitted {
                 id,
                 container,
                 jobspec,
@@ -422,7 +496,9 @@ fn lookup_jobspec(p: &Shared, id: JobId, container: String, t_submit: f64, urgen
                 t_submit,
                 urgency,
             },
-        );
+        };
+        let backlog = matches!(event, Event::Recovered { .. });
+        feed(&p, event);
         let early = p.borrow_mut().early.remove(&id).unwrap_or_default();
         for e in early {
             let inactive = matches!(e, Event::QueueInactive { .. });
@@ -430,6 +506,10 @@ fn lookup_jobspec(p: &Shared, id: JobId, container: String, t_submit: f64, urgen
             if inactive {
                 p.borrow_mut().tracked.remove(&id);
             }
+        }
+        if backlog {
+            p.borrow_mut().backlog_lookups -= 1;
+            backlog_step(&p);
         }
     };
     match f {

@@ -81,6 +81,30 @@ pub fn load_pancake(pod: &Pod, module_args: &[&str]) {
     q.run(&args).unwrap();
 }
 
+/// `flux module reload` of pancake in `pod`'s queue broker with the same
+/// arguments as [`load_pancake`]: a fresh module that must recover every job
+/// from what Flux keeps.
+pub fn reload_pancake(pod: &Pod, module_args: &[&str]) {
+    let (module, plugin) = pod.install_pancake().unwrap();
+    let view = format!("view={}", pod.root().display());
+    let plugin_arg = format!("plugin={}", plugin.display());
+    // (`flux module reload PATH` removes by PATH, which names no module.)
+    pod.queue
+        .run(&["module", "remove", "pancake"])
+        .unwrap_or_else(|e| panic!("module remove: {e}\n{}", dmesg(&pod.queue)));
+    let mut args = vec![
+        "module",
+        "load",
+        module.to_str().unwrap(),
+        &view,
+        &plugin_arg,
+    ];
+    args.extend_from_slice(module_args);
+    pod.queue
+        .run(&args)
+        .unwrap_or_else(|e| panic!("module load: {e}\n{}", dmesg(&pod.queue)));
+}
+
 /// A pod with pancake loaded in the queue broker, every container connected.
 pub fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Pod> {
     let pod = pod_or_skip(test, spec)?;

@@ -569,7 +569,12 @@ impl Pod {
                     f.display()
                 ));
             }
-            fs::copy(&f, dst.join(to)).map_err(|e| format!("copying {}: {e}", f.display()))?;
+            // Copy, then rename over: a broker may have the old file mapped
+            // (a reload installs again), and writing into a mapped DSO
+            // crashes it (SIGBUS/SIGSEGV). The old inode lives on.
+            let tmp = dst.join(format!(".{to}.tmp"));
+            fs::copy(&f, &tmp).map_err(|e| format!("copying {}: {e}", f.display()))?;
+            fs::rename(&tmp, dst.join(to)).map_err(|e| format!("installing {to}: {e}"))?;
             out.push(dst.join(to));
         }
         Ok((out[0].clone(), out[1].clone()))
