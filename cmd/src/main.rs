@@ -19,6 +19,9 @@ use pancake_core::show::{self, Style};
 use serde_json::Value;
 
 fn main() -> ExitCode {
+    // Like flux-core's commands: job ids then print as `ƒ...` on a UTF-8
+    // locale and as `f...` otherwise, matching `flux jobs` in the same shell.
+    flux::use_environment_locale();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     match args::parse(&argv) {
         Parsed::Help(text) => emit(&text),
