@@ -11,3 +11,4 @@ pub mod dispatch;
 pub mod journal;
 pub mod options;
 pub mod role;
+pub mod show;

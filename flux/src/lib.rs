@@ -60,6 +60,26 @@ pub fn core_version() -> String {
     unsafe { ffi::cstr_to_string(flux_sys::flux_core_version_string()) }.unwrap_or_default()
 }
 
+/// Adopt the locale of the environment (`setlocale(LC_ALL, "")`), as
+/// flux-core's commands do first thing: flux-core then writes job ids in F58
+/// with a leading `ƒ` when the locale is UTF-8, exactly as `flux jobs` does.
+///
+/// For command-line tools, never for a module or plugin (they share the
+/// broker's process). `setlocale` must not race with other threads, so this
+/// does nothing and returns `false` unless the calling thread is the only
+/// one in the process.
+pub fn use_environment_locale() -> bool {
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count());
+    if threads.ok() != Some(1) {
+        return false;
+    }
+    // SAFETY: the argument is a valid NUL-terminated string, and this is the
+    // process's only thread (checked above; only it could start another), so
+    // nothing reads the locale while setlocale changes it.
+    let p = unsafe { libc::setlocale(libc::LC_ALL, c"".as_ptr()) };
+    !p.is_null()
+}
+
 /// The raw bindings, re-exported for the entry-point macros.
 #[doc(hidden)]
 pub use flux_sys as flux_sys_reexport;

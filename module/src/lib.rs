@@ -332,6 +332,9 @@ fn status(p: &Shared) -> serde_json::Value {
         "requests": st.requests,
         "containers": containers,
         "jobs": jobs,
+        // The R Fluxion's graph was built from (every connected container
+        // agrees with it): the nodes and cores `flux pancake map` draws.
+        "graph": st.containers.iter().find_map(|c| c.r.as_ref()),
         "stats": st.d.stats(),
     })
 }
