@@ -109,8 +109,14 @@ pub fn reload_pancake(pod: &Pod, module_args: &[&str]) {
 pub fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Pod> {
     let pod = pod_or_skip(test, spec)?;
     load_pancake(&pod, module_args);
+    wait_connected(&pod);
+    Some(pod)
+}
+
+/// Wait until pancake in `pod`'s queue broker has connected every
+/// application broker and Fluxion holds the graph (30 s at most).
+pub fn wait_connected(pod: &Pod) {
     let q = &pod.queue;
-    // Wait until every container is connected.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let st: serde_json::Value =
@@ -129,7 +135,6 @@ pub fn pancake_pod(test: &str, spec: PodSpec, module_args: &[&str]) -> Option<Po
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    Some(pod)
 }
 
 pub fn submit(pod: &Pod, args: &[&str]) -> String {
