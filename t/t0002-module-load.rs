@@ -112,14 +112,24 @@ fn config_table_and_reload() {
     let q = &pod.queue;
     q.run(&["module", "load", module.to_str().unwrap()])
         .unwrap();
-    // Add a [pancake] table to the queue broker's config and reload it.
+    // Add a [pancake] table to the queue broker's config and reload it:
+    // the queue policy changes at once; the Fluxion backend (which holds
+    // live allocations) only at the next load, and status keeps telling
+    // the one in use.
     let conf = pod.root().join("etc/flux/config-0/broker.toml");
     let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str("\n[pancake]\nfluxion = \"grpc://127.0.0.1:4242\"\n");
+    text.push_str("\n[pancake]\nfluxion = \"grpc://127.0.0.1:4242\"\nqueue-policy = \"easy\"\n");
     std::fs::write(&conf, &text).unwrap();
     q.run(&["config", "reload"]).unwrap();
-    let status = rpc(q, "pancake.status", "{}").unwrap();
-    assert!(status.contains("grpc://127.0.0.1:4242"), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+    assert_eq!(status["options"]["queue-policy"], "easy", "{status}");
+    assert_eq!(status["fluxion"]["backend"], "embedded", "{status}");
+    assert!(
+        dmesg(q).contains("fluxion takes effect at the next module load"),
+        "{}",
+        dmesg(q)
+    );
     // A bad table is refused by the module, so `flux config reload` fails.
     std::fs::write(&conf, text.replace("[pancake]\n", "[pancake]\nnope = 1\n")).unwrap();
     let out = q.output(&["config", "reload"]).unwrap();
@@ -132,6 +142,10 @@ fn config_table_and_reload() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // ... and the refused config was not installed: the broker still has
+    // the one pancake accepted.
+    let installed = q.run(&["config", "get", "pancake"]).unwrap();
+    assert!(!installed.contains("nope"), "{installed}");
     pod.shutdown().unwrap();
 }
 

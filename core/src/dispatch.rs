@@ -525,6 +525,9 @@ pub struct Dispatcher {
     reservation: Option<i64>,
     /// Graph capacity, to fail never-satisfiable requests at once.
     capacity: Option<Capacity>,
+    /// The R the graph was built from: every grant is checked against it
+    /// and against its request before anything is submitted.
+    graph: Option<Rv1>,
     /// No match until the queue backlog is in (see [`Dispatcher::begin_recovery`]).
     recovering: bool,
     /// Application events that arrived before the queue backlog was in.
@@ -732,6 +735,7 @@ impl Dispatcher {
             tried: BTreeSet::new(),
             reservation: None,
             capacity: None,
+            graph: None,
             recovering: false,
             awaiting: BTreeSet::new(),
             held_app_events: Vec::new(),
@@ -755,6 +759,11 @@ impl Dispatcher {
     /// event, before any match.
     pub fn set_capacity(&mut self, cap: Capacity) {
         self.capacity = Some(cap);
+    }
+
+    /// The R Fluxion's graph was built from (the containers' shared R).
+    pub fn set_graph(&mut self, graph: Rv1) {
+        self.graph = Some(graph);
     }
 
     /// Hold every match until [`Event::QueueBacklogDone`]: the module was
@@ -1415,6 +1424,12 @@ impl Dispatcher {
             Ok(g) if !g.reserved => self.holder_of(&g.r, id),
             _ => None,
         };
+        let bad_grant = match (&result, &self.graph, self.jobs.get(&id)) {
+            (Ok(g), Some(graph), Some(j)) if !g.reserved => {
+                Some(check_grant(&g.r, &j.request, graph))
+            }
+            _ => None,
+        };
         let Some(j) = self.jobs.get_mut(&id) else {
             // The job vanished while matching: give back what we got.
             if let Ok(g) = result {
@@ -1462,6 +1477,24 @@ impl Dispatcher {
                     out.push(Action::Cancel {
                         fluxion_id: g.fluxion_id,
                     });
+                    return;
+                }
+                if let Some(Err(why)) = bad_grant {
+                    // Never forward what Fluxion got wrong.
+                    j.phase = Phase::Done;
+                    j.queue_ended = true;
+                    self.stats.failed += 1;
+                    out.push(Action::Raise {
+                        id,
+                        kind: "pancake".into(),
+                        note: format!(
+                            "container {}: fluxion returned an allocation that does not fit the request: {why}",
+                            j.container
+                        ),
+                        wait_status: None,
+                    });
+                    self.free(Some(g.fluxion_id), out);
+                    self.reap(id);
                     return;
                 }
                 j.fluxion_id = Some(g.fluxion_id);

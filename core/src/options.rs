@@ -12,11 +12,13 @@ use serde_json::{Value, json};
 pub struct Options {
     /// Where Fluxion is: `None` for the embedded matcher, else a gRPC address.
     pub fluxion: Option<String>,
-    /// Fluxion match policy (`first`, `low`/`lonode`, `high`/`hinode`).
+    /// Fluxion match policy, by flux-sched's names (see `fluxion::Policy`).
     pub policy: String,
     /// How waiting jobs are taken: `fcfs` or `easy`.
     pub queue_policy: crate::dispatch::QueuePolicy,
-    /// The Flux Operator view root (`meta/`, `run/flux/local-<i>`, `system/R-<i>`).
+    /// The Flux Operator view root: containers are found from
+    /// `meta/<i>-<name>` and reached at `run/flux/local-<i>`; their resources
+    /// are read from each broker's `resource.R`.
     pub view: Option<String>,
     /// Application brokers named explicitly: (name, URI).
     pub brokers: Vec<(String, String)>,

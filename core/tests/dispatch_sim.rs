@@ -97,6 +97,7 @@ impl Sim {
         fx.init("first", &rv1_to_jgf(&graph).unwrap()).unwrap();
         let mut d = Dispatcher::new(policy);
         d.set_capacity(Capacity::of(&graph).unwrap());
+        d.set_graph(graph.clone());
         let mut s = Sim {
             d,
             fx,
@@ -303,6 +304,7 @@ impl Sim {
 
     fn fluxion_ready(&mut self, containers: &[&str]) {
         self.d.set_capacity(Capacity::of(&self.graph).unwrap());
+        self.d.set_graph(self.graph.clone());
         for c in containers {
             self.feed(Event::ContainerUp {
                 container: (*c).into(),
@@ -1078,4 +1080,67 @@ fn matched_errors_other_than_busy_fail_the_job() {
             .any(|a| matches!(a, Action::Raise { id: 7, kind, .. } if kind == "alloc"))
     );
     assert!(d.job(7).is_none());
+}
+
+/// A grant that does not match the request (a Fluxion bug, or a server
+/// speaking another dialect) fails the job; it is never forwarded.
+#[test]
+fn a_grant_that_does_not_fit_the_request_is_never_forwarded() {
+    let graph = sample_rv1(4, 10, 2);
+    let mut d = Dispatcher::new(QueuePolicy::Fcfs);
+    d.set_capacity(Capacity::of(&graph).unwrap());
+    d.set_graph(graph.clone());
+    d.handle(
+        0.0,
+        Event::ContainerUp {
+            container: "c".into(),
+        },
+    );
+    let mut js: serde_json::Value =
+        serde_json::from_str(&Request::slots(2, 1, 0).to_jobspec_json(&["true"])).unwrap();
+    js["attributes"]["system"]["container"] = "c".into();
+    let a = d.handle(
+        0.0,
+        Event::Submitted {
+            id: 3,
+            container: "c".into(),
+            jobspec: js.to_string(),
+            priority: 1,
+            t_submit: 0.0,
+            urgency: 16,
+        },
+    );
+    assert!(matches!(a.as_slice(), [Action::Match { id: 3, .. }]));
+    // One core where two were asked for.
+    let r: Rv1 = serde_json::from_value(serde_json::json!({
+        "version": 1,
+        "execution": {"R_lite": [{"rank": "0", "children": {"core": "0"}}],
+                      "starttime": 0.0, "expiration": 0.0, "nodelist": ["flux-sample-0"]}
+    }))
+    .unwrap();
+    let a = d.handle(
+        0.0,
+        Event::Matched {
+            id: 3,
+            result: Ok(Granted {
+                fluxion_id: 9,
+                r,
+                reserved: false,
+            }),
+        },
+    );
+    assert!(
+        a.iter().all(|a| !matches!(a, Action::Submit { .. })),
+        "{a:?}"
+    );
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Cancel { fluxion_id: 9 }))
+    );
+    assert!(
+        a.iter().any(
+            |a| matches!(a, Action::Raise { id: 3, note, .. } if note.contains("does not fit"))
+        )
+    );
+    assert_eq!(d.stats().granted, d.stats().freed);
 }

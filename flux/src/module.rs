@@ -172,16 +172,29 @@ impl HandleRef {
         rc
     }
 
-    /// Decode a `<module>.config-reload` request, cache the new config on the
-    /// handle (as the default handler does), and return it as JSON.
-    pub fn module_config_reload(&self, msg: &MsgRef) -> Result<serde_json::Value> {
+    /// Decode a `<module>.config-reload` request, check it with `accept`,
+    /// and only then cache it on the handle (as the default handler does).
+    /// Returns what `accept` returned; a refused config leaves the old one.
+    pub fn module_config_reload<T>(
+        &self,
+        msg: &MsgRef,
+        accept: impl FnOnce(&serde_json::Value) -> Result<T>,
+    ) -> Result<T> {
         let mut conf: *mut flux_sys::flux_conf_t = std::ptr::null_mut();
         // SAFETY: live message; conf receives a new conf object we own.
         cvt(unsafe { flux_sys::flux_module_config_request_decode(msg.as_ptr(), &mut conf) })?;
         if conf.is_null() {
             return Err(Error::proto("config-reload carried no config"));
         }
-        let value = crate::json::conf_to_value(conf);
+        let accepted = crate::json::conf_to_value(conf).and_then(|v| accept(&v));
+        let out = match accepted {
+            Ok(out) => out,
+            Err(e) => {
+                // SAFETY: we own the reference decode gave us.
+                unsafe { flux_sys::flux_conf_decref(conf) };
+                return Err(e);
+            }
+        };
         // SAFETY: flux_set_conf_new takes over our reference on success; on
         // failure we still own it and drop it.
         unsafe {
@@ -191,7 +204,6 @@ impl HandleRef {
                 return Err(e);
             }
         }
-        let value = value?;
-        Ok(value)
+        Ok(out)
     }
 }

@@ -51,6 +51,10 @@ struct State {
     resources: Option<Rv1>,
     /// app: R of admitted pancake jobs that are not inactive yet.
     admitted: BTreeMap<JobId, Rv1>,
+    /// app: jobs this plugin validated that the job-manager has not
+    /// created yet (`job.new`), with when: another validator may still
+    /// refuse them, and then nothing tells us; stale ones are dropped.
+    unconfirmed: BTreeMap<JobId, std::time::Instant>,
     /// In-flight KVS commits and lookups (destroyed with the plugin).
     commits: Pending,
 }
@@ -281,11 +285,7 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        s.strict = matches!(conf.get("strict"), Some(Value::Bool(true)))
-            || conf
-                .get("strict")
-                .and_then(Value::as_str)
-                .is_some_and(|v| v == "true" || v == "1");
+        s.strict = is_true(conf.get("strict"));
     }
     // This broker's resources, read once (asynchronously: never block the job-manager).
     let h = p.handle()?;
@@ -335,6 +335,9 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
             Ok(false) => return p.reject(args, "pancake: R is not inside this broker's resources"),
             Err(e) => return p.reject(args, &format!("pancake: R: {e}")),
         }
+        drop(st);
+        forget_unconfirmed(&mut s.borrow_mut());
+        let st = s.borrow();
         for (other, held) in &st.admitted {
             if held.overlaps(&r).unwrap_or(true) {
                 return p.reject(
@@ -344,8 +347,18 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
             }
         }
         drop(st);
-        s.borrow_mut().admitted.insert(job_id(&input), r);
+        let id = job_id(&input);
+        let mut st = s.borrow_mut();
+        st.admitted.insert(id, r);
+        st.unconfirmed.insert(id, std::time::Instant::now());
+        drop(st);
         p.set_flag(CURRENT_JOB, "alloc-bypass")?;
+        Ok(())
+    })?;
+    let s = Rc::clone(st);
+    p.add_handler("job.new", move |_p, _topic, args| {
+        let input = args.input()?;
+        s.borrow_mut().unconfirmed.remove(&job_id(&input));
         Ok(())
     })?;
     // Admitted jobs are allocated with the R they carry.
@@ -363,6 +376,35 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
     Ok(())
 }
 
+/// How long a validated job may take to be created before its admission
+/// is taken for refused by a later validator.
+const UNCONFIRMED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Drop admissions of jobs that never became jobs (refused after us).
+fn forget_unconfirmed(st: &mut State) {
+    let stale: Vec<JobId> = st
+        .unconfirmed
+        .iter()
+        .filter(|(_, t)| t.elapsed() > UNCONFIRMED_TTL)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in stale {
+        st.unconfirmed.remove(&id);
+        st.admitted.remove(&id);
+    }
+}
+
+/// A plugin boolean as `flux jobtap load` passes it (`strict=true` is a
+/// string, `strict=1` a number) or as JSON.
+fn is_true(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_i64().is_some_and(|n| n != 0),
+        Some(Value::String(s)) => matches!(s.as_str(), "true" | "1" | "yes"),
+        _ => false,
+    }
+}
+
 fn report(h: Option<&flux::HandleRef>, text: &str) {
     if let Some(h) = h {
         h.log(Level::Err, &format!("{NAME}: {text}"));
@@ -372,6 +414,29 @@ fn report(h: Option<&flux::HandleRef>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_booleans() {
+        for yes in [
+            json!(true),
+            json!(1),
+            json!("true"),
+            json!("1"),
+            json!("yes"),
+        ] {
+            assert!(is_true(Some(&yes)), "{yes}");
+        }
+        for no in [
+            json!(false),
+            json!(0),
+            json!("false"),
+            json!("no"),
+            json!(null),
+        ] {
+            assert!(!is_true(Some(&no)), "{no}");
+        }
+        assert!(!is_true(None));
+    }
 
     #[test]
     fn container_names() {

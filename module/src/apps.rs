@@ -44,6 +44,9 @@ pub(crate) struct Container {
     pub(crate) pending: flux::Pending,
     pub(crate) handle: Option<Handle>,
     pub(crate) r: Option<Rv1>,
+    /// Whether its pancake-bypass runs in strict mode (as the plugin says,
+    /// which may differ from the module option when it was already loaded).
+    pub(crate) strict: Option<bool>,
     backoff: f64,
     retry: Option<Watcher>,
     broken: Rc<std::cell::Cell<bool>>,
@@ -143,6 +146,7 @@ pub(crate) fn discover(p: &Shared) {
                         pending: flux::Pending::new(),
                         handle: None,
                         r: None,
+                        strict: None,
                         backoff: 0.1,
                         retry: None,
                         broken: Rc::new(std::cell::Cell::new(false)),
@@ -341,10 +345,45 @@ fn ensure_plugin(p: &Shared, name: &str) {
                     .any(|x| x.as_str().is_some_and(|s| s.starts_with("pancake-bypass")))
             });
         match loaded {
-            Some(true) => read_resources(p, n),
+            Some(true) => query_plugin(p, n),
             Some(false) => load_plugin(p, n),
             None => lost(p, n, "cannot list its jobtap plugins"),
         }
+    });
+}
+
+/// The plugin is already there: learn its mode (it keeps the one it was
+/// loaded with; reloading it would drop what it admitted).
+fn query_plugin(p: &Shared, name: &str) {
+    let query = |h: &Handle| {
+        h.rpc(
+            "job-manager.jobtap-query",
+            Some(r#"{"name":"pancake-bypass"}"#),
+            flux::NODEID_ANY,
+            0,
+        )
+    };
+    ask(p, name, query, |p, n, f| {
+        let strict = f
+            .rpc_get_json::<Value>()
+            .ok()
+            .and_then(|v| v.get("strict").and_then(Value::as_bool));
+        let wanted = p.borrow().options.strict;
+        if let Some(s) = strict
+            && s != wanted
+        {
+            log(
+                p,
+                Level::Warning,
+                &format!(
+                    "container {n}: pancake-bypass is already loaded there with strict={s} (module option strict={wanted}); reload the plugin there to change it"
+                ),
+            );
+        }
+        if let Some(c) = p.borrow_mut().containers.by_name.get_mut(n) {
+            c.strict = strict;
+        }
+        read_resources(p, n);
     });
 }
 
@@ -367,6 +406,9 @@ fn load_plugin(p: &Shared, name: &str) {
     };
     ask(p, name, load, move |p, n, f| match f.rpc_get() {
         Ok(_) => {
+            if let Some(c) = p.borrow_mut().containers.by_name.get_mut(n) {
+                c.strict = Some(strict);
+            }
             log(
                 p,
                 Level::Info,
@@ -439,6 +481,7 @@ fn init_fluxion(p: &Shared, r: &Rv1) {
     };
     let cap = Capacity::of(r);
     let r2 = r.clone();
+    let graph = r.clone();
     let policy = p.borrow().options.policy.clone();
     let weak = Rc::downgrade(p);
     let res = p.borrow_mut().fx.init(policy.clone(), jgf, move |res| {
@@ -454,7 +497,7 @@ fn init_fluxion(p: &Shared, r: &Rv1) {
                         cap.nodes, cap.cores_per_node, cap.gpus_per_node
                     ),
                 );
-                crate::fluxion_ready(&p, cap);
+                crate::fluxion_ready(&p, cap, graph);
             }
             (Err(e), _) => {
                 // Nothing is lost: jobs wait until Fluxion holds the graph.

@@ -262,14 +262,35 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
             }
         })
         .request("config-reload", Role::Owner, move |h, msg| {
-            let res = h.module_config_reload(msg).and_then(|conf| {
-                let mut st = s_reload.borrow_mut();
-                let mut o = st.options.clone();
-                o.apply_config(&conf)
+            let res = h.module_config_reload(msg, |conf| {
+                let mut o = s_reload.borrow().options.clone();
+                o.apply_config(conf)
                     .map_err(|e| flux::Error::inval(format!("pancake: {e}")))?;
+                Ok(o)
+            });
+            let res = res.map(|mut o| {
+                let mut st = s_reload.borrow_mut();
+                // The Fluxion backend and its match policy are fixed while
+                // loaded (Fluxion holds live allocations): say so, and keep
+                // reporting the ones in use.
+                for (key, old, new) in [
+                    ("fluxion", &st.options.fluxion, &o.fluxion),
+                    ("policy", &Some(st.options.policy.clone()), &Some(o.policy.clone())),
+                ] {
+                    if old != new {
+                        h.log(
+                            Level::Warning,
+                            &format!(
+                                "config reload: {key} takes effect at the next module load (still {})",
+                                old.as_deref().unwrap_or("embedded")
+                            ),
+                        );
+                    }
+                }
+                o.fluxion = st.options.fluxion.clone();
+                o.policy = st.options.policy.clone();
                 st.d.set_policy(o.queue_policy);
                 st.options = o;
-                Ok(())
             });
             match res {
                 Ok(()) => {
@@ -300,7 +321,7 @@ fn status(p: &Shared) -> serde_json::Value {
                 "uri": c.uri,
                 "state": c.state_name(),
                 "reason": c.reason,
-                "strict": st.options.strict,
+                "strict": c.strict.unwrap_or(st.options.strict),
                 "waiting": waiting,
                 "running": running,
             })
@@ -534,8 +555,12 @@ fn lookup_jobspec(
 }
 
 /// Called once Fluxion holds the graph: impossible requests can now fail at once.
-pub(crate) fn fluxion_ready(p: &Shared, cap: Capacity) {
-    p.borrow_mut().d.set_capacity(cap);
+pub(crate) fn fluxion_ready(p: &Shared, cap: Capacity, graph: fluxion::Rv1) {
+    {
+        let mut st = p.borrow_mut();
+        st.d.set_capacity(cap);
+        st.d.set_graph(graph);
+    }
     let up: Vec<String> = p
         .borrow()
         .containers
