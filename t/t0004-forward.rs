@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{dmesg, job_field, pancake_pod, submit, wait_clean};
+use common::{dmesg, job_field, pancake_pod, rpc, submit, wait_clean};
 use pancake_pod::PodSpec;
 
 #[test]
@@ -500,7 +500,35 @@ fn a_returning_application_broker_is_reconnected() {
     let Some(mut pod) = pancake_pod("forward broker returns", PodSpec::default(), &[]) else {
         return;
     };
+    // A job holding the whole cluster when its broker dies: the queue job
+    // fails at once, but its cores stay held (a killed broker's tasks may
+    // still run) until the broker is back without it.
+    let big = submit(
+        &pod,
+        &[
+            "--setattr=container=chatterbug",
+            "-N4",
+            "--exclusive",
+            "sleep",
+            "15",
+        ],
+    );
+    pod.queue
+        .run(&["job", "wait-event", "-t", "30", &big, "start"])
+        .unwrap();
     pod.kill_app("chatterbug").unwrap();
+    wait_clean(&pod, &big);
+    assert_eq!(job_field(&pod.queue, &big, "{result}"), "FAILED");
+    let other = submit(
+        &pod,
+        &["--setattr=container=lammps", "-N1", "--exclusive", "true"],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        job_field(&pod.queue, &other, "{state}"),
+        "DEPEND",
+        "the lost job's cores are still held"
+    );
     // Jobs for it wait while it is gone...
     let waiting = submit(&pod, &["--setattr=container=chatterbug", "-n1", "true"]);
     std::thread::sleep(std::time::Duration::from_secs(1));
@@ -514,6 +542,18 @@ fn a_returning_application_broker_is_reconnected() {
         "{}",
         dmesg(&pod.queue)
     );
-    assert!(dmesg(&pod.queue).contains("container chatterbug: lost"));
+    // Back without the big job: its cores went back, the lammps job ran.
+    wait_clean(&pod, &other);
+    assert_eq!(job_field(&pod.queue, &other, "{result}"), "COMPLETED");
+    let log = dmesg(&pod.queue);
+    assert!(log.contains("container chatterbug: lost"), "{log}");
+    assert!(
+        log.contains("container chatterbug is back without it: its cores are free again"),
+        "{log}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap();
+    assert_eq!(st["stats"]["granted"], st["stats"]["freed"], "{st}");
+    assert_eq!(st["jobs"], serde_json::json!([]), "{st}");
     pod.shutdown().unwrap();
 }

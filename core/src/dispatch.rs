@@ -445,6 +445,10 @@ pub struct Job {
     /// A recovered job whose earlier submit is unconfirmed: when to stop
     /// waiting for it to show up in its container.
     confirm_by: Option<f64>,
+    /// Its container's broker was lost while the application job held
+    /// cores: they stay held until the broker is back without it (or the
+    /// lost-grace time, if set, passes: then, the deadline).
+    lost: Option<Option<f64>>,
 }
 
 impl Job {
@@ -532,6 +536,8 @@ pub struct Dispatcher {
     recovering: bool,
     /// Application events that arrived before the queue backlog was in.
     held_app_events: Vec<Event>,
+    /// See [`Dispatcher::set_lost_grace`].
+    lost_grace: Option<f64>,
     /// ... nor until these containers' journal backlogs are in: an
     /// application job whose queue job ended while pancake was away is only
     /// found there, and its cores must be held before anything is matched.
@@ -739,6 +745,7 @@ impl Dispatcher {
             recovering: false,
             awaiting: BTreeSet::new(),
             held_app_events: Vec::new(),
+            lost_grace: None,
             stats: Stats::default(),
             now: 0.0,
         }
@@ -759,6 +766,13 @@ impl Dispatcher {
     /// event, before any match.
     pub fn set_capacity(&mut self, cap: Capacity) {
         self.capacity = Some(cap);
+    }
+
+    /// Free the cores of a lost broker's jobs after `grace` seconds even if
+    /// the broker has not come back (`None`: only once it is back without
+    /// them — a killed broker leaves its job shells and tasks running).
+    pub fn set_lost_grace(&mut self, grace: Option<f64>) {
+        self.lost_grace = grace;
     }
 
     /// The R Fluxion's graph was built from (the containers' shared R).
@@ -1076,6 +1090,7 @@ impl Dispatcher {
                 prior_fluxion_id: None,
                 restore_due: false,
                 confirm_by: None,
+                lost: None,
             },
         );
         self.dirty = true;
@@ -1180,6 +1195,26 @@ impl Dispatcher {
     /// never confirmed start over; forwarded ones whose application job was
     /// not in the backlog ended while pancake was away.
     fn on_app_backlog_done(&mut self, container: &str, out: &mut Vec<Action>) {
+        let lost: Vec<(JobId, bool)> = self
+            .jobs
+            .values()
+            .filter(|j| j.container == container && j.lost.is_some())
+            .map(|j| (j.id, j.app_seen))
+            .collect();
+        for (id, seen) in lost {
+            if seen {
+                // Back, and the job is still there: it ends normally.
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.lost = None;
+                }
+            } else {
+                self.release_lost(
+                    id,
+                    &format!("container {container} is back without it"),
+                    out,
+                );
+            }
+        }
         let ids: Vec<JobId> = self
             .jobs
             .values()
@@ -1226,6 +1261,15 @@ impl Dispatcher {
     /// reached the container. Free the allocation and match the job again.
     fn on_tick(&mut self, out: &mut Vec<Action>) {
         let now = self.now;
+        let expired: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| matches!(j.lost, Some(Some(t)) if t <= now))
+            .map(|j| j.id)
+            .collect();
+        for id in expired {
+            self.release_lost(id, "its lost broker's grace time passed", out);
+        }
         let ids: Vec<JobId> = self
             .jobs
             .values()
@@ -1310,6 +1354,7 @@ impl Dispatcher {
                 app_seen: true,
                 prior_fluxion_id: Some(fid),
                 confirm_by: None,
+                lost: None,
             },
         );
     }
@@ -1716,41 +1761,73 @@ impl Dispatcher {
 
     fn on_container_lost(&mut self, container: &str, out: &mut Vec<Action>) {
         self.containers_up.remove(container);
+        let deadline = self.lost_grace.map(|g| self.now + g);
         let ids: Vec<JobId> = self
             .jobs
             .values()
             .filter(|j| {
                 j.container == container
+                    && !j.app_clean
+                    && j.lost.is_none()
                     && matches!(
                         j.phase,
-                        Phase::Submitted | Phase::Running | Phase::Submitting
+                        Phase::Submitted | Phase::Running | Phase::Submitting | Phase::Draining
                     )
             })
             .map(|j| j.id)
             .collect();
         for id in ids {
-            if let Some(j) = self.jobs.get_mut(&id) {
-                if !j.queue_ended {
-                    j.queue_ended = true;
-                    out.push(Action::Raise {
-                        id,
-                        kind: "pancake".into(),
-                        note: format!("container {container}: its broker was lost"),
-                        wait_status: None,
-                    });
-                }
-                // The cores stay held in Fluxion: the lost broker's job shells
-                // may still run them (flux-core leaves them behind).
-                j.phase = Phase::Draining;
-                out.push(Action::Log {
-                    id: Some(id),
-                    text: format!(
-                        "container {container} lost: fluxion allocation {:?} kept until the broker returns",
-                        j.fluxion_id
-                    ),
+            let Some(j) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if !j.queue_ended {
+                j.queue_ended = true;
+                out.push(Action::Raise {
+                    id,
+                    kind: "pancake".into(),
+                    note: format!("container {container}: its broker was lost"),
+                    wait_status: None,
                 });
             }
+            // The cores stay held in Fluxion: the lost broker's job shells
+            // may still run them (flux-core leaves them behind).
+            j.phase = Phase::Draining;
+            j.lost = Some(deadline);
+            j.app_seen = false;
+            let until = match self.lost_grace {
+                Some(g) => format!("until the broker returns without it, or {g} s"),
+                None => "until the broker returns without it".into(),
+            };
+            out.push(Action::Log {
+                id: Some(id),
+                text: format!(
+                    "container {container} lost: its cores (fluxion allocation {:?}) stay held {until}",
+                    j.fluxion_id
+                ),
+            });
         }
+        if let Some(g) = self.lost_grace {
+            out.push(Action::Wake { after: g });
+        }
+    }
+
+    /// Give back the cores of lost job `id` (its broker came back without
+    /// it, or the grace time passed).
+    fn release_lost(&mut self, id: JobId, why: &str, out: &mut Vec<Action>) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.lost = None;
+        j.app_clean = true;
+        j.phase = Phase::Done;
+        let fid = j.fluxion_id.take();
+        out.push(Action::Log {
+            id: Some(id),
+            text: format!("{why}: its cores are free again"),
+        });
+        self.dirty = true;
+        self.free(fid, out);
+        self.reap(id);
     }
 
     /// The waiting jobs in queue order: priority, then submit time, then id.

@@ -26,6 +26,10 @@ pub struct Options {
     pub strict: bool,
     /// The jobtap plugin to load on application brokers.
     pub plugin: String,
+    /// Seconds after which the cores of a lost broker's jobs go back to
+    /// Fluxion even if the broker has not returned (`None`: only when it
+    /// returns without them; a killed broker's tasks may still run).
+    pub lost_grace: Option<f64>,
     /// Keys given on the command line (they override the config table).
     from_args: Vec<String>,
 }
@@ -40,6 +44,7 @@ impl Default for Options {
             brokers: Vec::new(),
             strict: false,
             plugin: "pancake-bypass.so".into(),
+            lost_grace: None,
             from_args: Vec::new(),
         }
     }
@@ -54,7 +59,22 @@ const KEYS: &[&str] = &[
     "broker",
     "strict",
     "plugin",
+    "lost-grace",
 ];
+
+/// A Flux Standard Duration (RFC 23): a number with an optional `s`, `m`,
+/// `h` or `d` suffix, in seconds.
+pub fn parse_fsd(v: &str) -> Option<f64> {
+    let (num, mult) = match v.char_indices().last()? {
+        (i, 's') => (&v[..i], 1.0),
+        (i, 'm') => (&v[..i], 60.0),
+        (i, 'h') => (&v[..i], 3600.0),
+        (i, 'd') => (&v[..i], 86400.0),
+        _ => (v, 1.0),
+    };
+    let n: f64 = num.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some(n * mult)
+}
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     match v {
@@ -127,6 +147,15 @@ impl Options {
                 self.plugin = value.to_string();
                 Ok(())
             }
+            "lost-grace" => {
+                self.lost_grace = match value {
+                    "" | "none" => None,
+                    v => Some(parse_fsd(v).ok_or_else(|| {
+                        format!("lost-grace={v}: expected a duration (30, 30s, 5m) or none")
+                    })?),
+                };
+                Ok(())
+            }
             _ => Err(format!(
                 "unknown option {key:?} (known: {})",
                 KEYS.join(", ")
@@ -191,6 +220,7 @@ impl Options {
             "brokers": self.brokers.iter().map(|(n, u)| json!({"name": n, "uri": u})).collect::<Vec<_>>(),
             "strict": self.strict,
             "plugin": self.plugin,
+            "lost-grace": self.lost_grace,
         })
     }
 }
@@ -198,6 +228,21 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_lost_grace() {
+        assert_eq!(parse_fsd("30"), Some(30.0));
+        assert_eq!(parse_fsd("1.5m"), Some(90.0));
+        assert_eq!(parse_fsd("2h"), Some(7200.0));
+        assert_eq!(parse_fsd("1d"), Some(86400.0));
+        for bad in ["", "-1", "5x", "inf", "m"] {
+            assert_eq!(parse_fsd(bad), None, "{bad}");
+        }
+        let o = Options::parse(&["lost-grace=5m".into()]).unwrap();
+        assert_eq!(o.lost_grace, Some(300.0));
+        assert_eq!(Options::parse(&[]).unwrap().lost_grace, None);
+        assert!(Options::parse(&["lost-grace=soon".into()]).is_err());
+    }
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -1144,3 +1144,75 @@ fn a_grant_that_does_not_fit_the_request_is_never_forwarded() {
     );
     assert_eq!(d.stats().granted, d.stats().freed);
 }
+
+/// A lost broker's running jobs fail at once, but their cores stay held
+/// (the killed broker's tasks may still run them) until the broker is back
+/// without them, or until the lost-grace time when one is set.
+#[test]
+fn a_lost_brokers_cores_are_held_until_it_returns_or_the_grace_passes() {
+    for grace in [None, Some(30.0)] {
+        let mut s = Sim::new(QueuePolicy::Fcfs, 11);
+        s.d.set_lost_grace(grace);
+        for id in 1..=4 {
+            s.submit(
+                id,
+                "ior",
+                &Request::nodes(1, Some(10), false).with_duration(60),
+            );
+        }
+        s.submit(5, "lammps", &one_core()); // waits: the cluster is full
+        s.step_apps(true); // the ior jobs start
+        assert!(s.d.job(5).unwrap().app_id.is_none());
+        s.feed(Event::ContainerLost {
+            container: "ior".into(),
+        });
+        for id in 1..=4 {
+            assert!(
+                matches!(&s.queue[&id], Some(Outcome::Exception { kind, .. }) if kind == "pancake"),
+                "job {id} fails when its broker is lost: {:?}",
+                s.queue[&id]
+            );
+        }
+        s.drain();
+        assert!(
+            s.d.job(5).unwrap().app_id.is_none(),
+            "the lost jobs' cores are still held"
+        );
+        // The ior jobs are gone with their broker (they never clean there).
+        for a in s.apps.values_mut() {
+            if a.container == "ior" {
+                a.done = true;
+                a.cleaned = true;
+            }
+        }
+        match grace {
+            None => {
+                s.feed(Event::ContainerUp {
+                    container: "ior".into(),
+                });
+                assert!(
+                    s.d.job(5).unwrap().app_id.is_none(),
+                    "not before its backlog"
+                );
+                s.feed(Event::AppBacklogDone {
+                    container: "ior".into(),
+                });
+            }
+            Some(g) => {
+                assert!(s.wake, "a wake-up was asked for");
+                s.wake = false;
+                s.now += g + 1.0;
+                s.feed(Event::Tick);
+            }
+        }
+        assert!(
+            s.d.job(5).unwrap().app_id.is_some(),
+            "grace {grace:?}: the waiting job got the freed cores"
+        );
+        for id in 1..=4 {
+            assert!(s.d.job(id).is_none(), "job {id} is forgotten");
+        }
+        // Only job 5's allocation is still to be freed; the ior jobs' were.
+        s.check_end();
+    }
+}

@@ -124,7 +124,11 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
     let p: Shared = Rc::new({
         RefCell::new(Pancake {
             h: h.to_owned(),
-            d: Dispatcher::new(options.queue_policy),
+            d: {
+                let mut d = Dispatcher::new(options.queue_policy);
+                d.set_lost_grace(options.lost_grace);
+                d
+            },
             containers: Containers::default(),
             options,
             started: Instant::now(),
@@ -290,6 +294,7 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
                 o.fluxion = st.options.fluxion.clone();
                 o.policy = st.options.policy.clone();
                 st.d.set_policy(o.queue_policy);
+                st.d.set_lost_grace(o.lost_grace);
                 st.options = o;
             });
             match res {
