@@ -451,6 +451,62 @@ fn jobs_wait_while_fluxion_is_unreachable() {
     pod.shutdown().unwrap();
 }
 
+/// The Fluxion service restarts (losing its graph and every allocation)
+/// while a job runs: the module loads the graph again, restores the running
+/// job's allocation under its id, and only then matches: the waiting jobs
+/// never get the running job's node.
+#[test]
+fn a_restarted_fluxion_gets_live_allocations_back() {
+    if common::skip("fluxion restart") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("var/log")).unwrap();
+    let port = pancake_pod::FluxionServer::free_port();
+    let server = pancake_pod::FluxionServer::start_on(dir.path(), port).unwrap();
+    let arg = format!("fluxion={}", server.uri);
+    let Some(pod) = pancake_pod("fluxion restart", PodSpec::default(), &[&arg]) else {
+        return;
+    };
+    let q = &pod.queue;
+    let long = submit(
+        &pod,
+        &[
+            "--setattr=container=ior",
+            "-N1",
+            "--exclusive",
+            "sleep",
+            "6",
+        ],
+    );
+    q.run(&["job", "wait-event", "-t", "30", &long, "start"])
+        .unwrap();
+    drop(server);
+    let _server = pancake_pod::FluxionServer::start_on(dir.path(), port).unwrap();
+    let ids: Vec<String> = (0..4)
+        .map(|_| {
+            submit(
+                &pod,
+                &["--setattr=container=lammps", "-N1", "--exclusive", "true"],
+            )
+        })
+        .collect();
+    wait_clean(&pod, &long);
+    for id in &ids {
+        wait_clean(&pod, id);
+        assert_eq!(job_field(q, id, "{result}"), "COMPLETED", "{}", dmesg(q));
+    }
+    let records: Vec<_> = pod.apps.iter().flat_map(common::app_records).collect();
+    let bad = common::check_no_overlap(&records);
+    assert!(bad.is_empty(), "{bad:#?}\n{}", dmesg(q));
+    let log = dmesg(q);
+    assert!(log.contains("fluxion holds the graph again"), "{log}");
+    let st: serde_json::Value =
+        serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+    assert_eq!(st["stats"]["granted"], st["stats"]["freed"], "{st}");
+    pod.shutdown().unwrap();
+}
+
 #[test]
 fn flux_run_prints_the_application_output_and_returns_its_code() {
     let Some(pod) = pancake_pod("forward output", PodSpec::default(), &[]) else {

@@ -16,8 +16,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use common::{dmesg, pancake_pod, rpc};
-use fluxion::{IdSet, Rv1};
+use common::{AppRecord, app_records, check_no_overlap, dmesg, pancake_pod, rpc};
 use pancake_pod::{Broker, Pod, PodSpec};
 
 struct Rng(u64);
@@ -29,77 +28,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
-}
-
-/// One application job's record: its R by rank, and when it held it.
-struct AppRecord {
-    container: String,
-    id: String,
-    held: Vec<(u32, IdSet, IdSet)>,
-    t_run: f64,
-    t_end: f64,
-    outcome: String,
-}
-
-fn app_records(b: &Broker) -> Vec<AppRecord> {
-    let list = b
-        .run(&[
-            "jobs",
-            "-a",
-            "-no",
-            "{id}|{t_run}|{t_cleanup}|{result}|{returncode}|{waitstatus}",
-        ])
-        .unwrap();
-    let mut out = Vec::new();
-    for line in list.lines() {
-        let w: Vec<&str> = line.split('|').map(str::trim).collect();
-        let (id, t_run, t_end) = (
-            w[0],
-            w[1].parse().unwrap_or(0.0),
-            w[2].parse().unwrap_or(f64::MAX),
-        );
-        if t_run == 0.0 {
-            continue; // never ran: never held anything
-        }
-        let r = Rv1::parse(&b.run(&["job", "info", id, "R"]).unwrap()).unwrap();
-        let held = r
-            .rank_map()
-            .unwrap()
-            .into_iter()
-            .map(|(rank, res)| (rank, res.cores, res.gpus))
-            .collect();
-        out.push(AppRecord {
-            container: b.name.clone(),
-            id: id.to_string(),
-            held,
-            t_run,
-            t_end,
-            outcome: w[3..].join("|"),
-        });
-    }
-    out
-}
-
-fn check_no_overlap(records: &[AppRecord]) -> Vec<String> {
-    let mut bad = Vec::new();
-    for (i, a) in records.iter().enumerate() {
-        for b in &records[i + 1..] {
-            if a.t_run >= b.t_end || b.t_run >= a.t_end {
-                continue;
-            }
-            for (ra, ca, ga) in &a.held {
-                for (rb, cb, gb) in &b.held {
-                    if ra == rb && (ca.intersects(cb) || ga.intersects(gb)) {
-                        bad.push(format!(
-                            "{}:{} and {}:{} share rank {ra} while both run",
-                            a.container, a.id, b.container, b.id
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    bad
 }
 
 /// Submit `jobs` random jobs (reloading the module after every

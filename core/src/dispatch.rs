@@ -160,6 +160,9 @@ pub enum Event {
     },
     /// The time asked for with [`Action::Wake`] has come.
     Tick,
+    /// Fluxion holds the graph again after [`Action::Reinit`], with no
+    /// allocation: every live one is restored before the next match.
+    FluxionReset,
     /// Recovery waited long enough for the containers' journal backlogs:
     /// match without the ones still missing (unreachable brokers).
     RecoveryTimeout,
@@ -353,6 +356,9 @@ pub enum Action {
         /// Reason.
         note: String,
     },
+    /// Load the graph into Fluxion again (it lost it); answer with
+    /// [`Event::FluxionReset`] once it holds it.
+    Reinit,
     /// Feed [`Event::Tick`] after `after` seconds.
     Wake {
         /// Seconds from now.
@@ -538,6 +544,9 @@ pub struct Dispatcher {
     held_app_events: Vec<Event>,
     /// See [`Dispatcher::set_lost_grace`].
     lost_grace: Option<f64>,
+    /// Fluxion is being loaded again ([`Action::Reinit`]): no match until
+    /// [`Event::FluxionReset`].
+    reinit: bool,
     /// ... nor until these containers' journal backlogs are in: an
     /// application job whose queue job ended while pancake was away is only
     /// found there, and its cores must be held before anything is matched.
@@ -746,6 +755,7 @@ impl Dispatcher {
             awaiting: BTreeSet::new(),
             held_app_events: Vec::new(),
             lost_grace: None,
+            reinit: false,
             stats: Stats::default(),
             now: 0.0,
         }
@@ -889,6 +899,7 @@ impl Dispatcher {
                 }
             }
             Event::Tick => self.on_tick(out),
+            Event::FluxionReset => self.on_fluxion_reset(out),
             Event::RecoveryTimeout => {
                 let gone = self.stop_awaiting();
                 if !gone.is_empty() {
@@ -1257,6 +1268,27 @@ impl Dispatcher {
         }
     }
 
+    /// Fluxion was loaded again and holds nothing: every allocation still in
+    /// use goes back under its id before anything else is matched (a
+    /// reservation of the last pass is simply gone).
+    fn on_fluxion_reset(&mut self, out: &mut Vec<Action>) {
+        self.reinit = false;
+        self.dirty = true;
+        self.reservation = None;
+        for j in self.jobs.values_mut() {
+            if let Some(fid) = j.fluxion_id.take() {
+                j.prior_fluxion_id = Some(fid);
+                j.restore_due = j.r.is_some();
+                // Restored counts it again; its old grant will not be freed.
+                self.stats.freed += 1;
+            }
+        }
+        out.push(Action::Log {
+            id: None,
+            text: "fluxion holds the graph again".into(),
+        });
+    }
+
     /// Recovered jobs whose earlier submit never showed up in time: it never
     /// reached the container. Free the allocation and match the job again.
     fn on_tick(&mut self, out: &mut Vec<Action>) {
@@ -1562,6 +1594,19 @@ impl Dispatcher {
                 j.phase = Phase::Waiting;
                 self.tried.insert(id);
             }
+            Err(FluxionError::NotInitialized) => {
+                // The service restarted and lost its graph (and every
+                // allocation): load it again, then restore what is live.
+                j.phase = Phase::Waiting;
+                self.tried.insert(id);
+                if !std::mem::replace(&mut self.reinit, true) {
+                    out.push(Action::Log {
+                        id: None,
+                        text: "fluxion lost its graph (restarted?): loading it again and restoring every live allocation".into(),
+                    });
+                    out.push(Action::Reinit);
+                }
+            }
             Err(FluxionError::Unavailable(e)) => {
                 // Nothing lost: the job waits, the next event retries.
                 j.phase = Phase::Waiting;
@@ -1851,7 +1896,7 @@ impl Dispatcher {
         if self.capacity.is_some() {
             self.restore_due(out);
         }
-        if self.busy || self.is_recovering() {
+        if self.busy || self.is_recovering() || self.reinit {
             return;
         }
         if self.dirty {

@@ -811,3 +811,40 @@ fn app_unreadable(p: &Shared, name: &str, app_id: u64, why: &str) {
         );
     }
 }
+
+/// Load the graph into Fluxion again (the service restarted and lost it),
+/// retrying every second; then tell the dispatcher, which restores every
+/// live allocation before matching again.
+pub(crate) fn reinit_fluxion(p: &Shared) {
+    let graph = p.borrow().containers.iter().find_map(|c| c.r.clone());
+    let Some(r) = graph else {
+        return log(
+            p,
+            Level::Err,
+            "fluxion: no container's R to reload the graph from",
+        );
+    };
+    let jgf = match fluxion::rv1_to_jgf(&r) {
+        Ok(j) => j,
+        Err(e) => return log(p, Level::Err, &format!("cannot build the graph: {e}")),
+    };
+    let policy = p.borrow().options.policy.clone();
+    let weak = Rc::downgrade(p);
+    let res = p.borrow_mut().fx.init(policy, jgf, move |res| {
+        let Some(p) = weak.upgrade() else { return };
+        match res {
+            Ok(()) => feed(&p, Event::FluxionReset),
+            Err(e) => {
+                log(
+                    &p,
+                    Level::Err,
+                    &format!("fluxion init failed (retrying in 1 s): {e}"),
+                );
+                crate::after(&p, 1.0, reinit_fluxion);
+            }
+        }
+    });
+    if let Err(e) = res {
+        log(p, Level::Err, &format!("fluxion init: {e}"));
+    }
+}

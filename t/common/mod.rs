@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-use pancake_pod::{Pod, PodSpec, skip_reason};
+use fluxion::{IdSet, Rv1};
+use pancake_pod::{Broker, Pod, PodSpec, skip_reason};
 
 /// True (after saying so loudly) when tier 2 cannot run here.
 pub fn skip(test: &str) -> bool {
@@ -155,4 +156,77 @@ pub fn wait_clean(pod: &Pod, id: &str) {
 
 pub fn job_field(b: &pancake_pod::Broker, id: &str, fmt: &str) -> String {
     b.run(&["jobs", "-no", fmt, id]).unwrap().trim().to_string()
+}
+
+/// One application job's record: its R by rank, and when it held it.
+pub struct AppRecord {
+    pub container: String,
+    pub id: String,
+    pub held: Vec<(u32, IdSet, IdSet)>,
+    pub t_run: f64,
+    pub t_end: f64,
+    pub outcome: String,
+}
+
+/// Every job an application broker ran, with the cores and GPUs it held.
+pub fn app_records(b: &Broker) -> Vec<AppRecord> {
+    let list = b
+        .run(&[
+            "jobs",
+            "-a",
+            "-no",
+            "{id}|{t_run}|{t_cleanup}|{result}|{returncode}|{waitstatus}",
+        ])
+        .unwrap();
+    let mut out = Vec::new();
+    for line in list.lines() {
+        let w: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (id, t_run, t_end) = (
+            w[0],
+            w[1].parse().unwrap_or(0.0),
+            w[2].parse().unwrap_or(f64::MAX),
+        );
+        if t_run == 0.0 {
+            continue; // never ran: never held anything
+        }
+        let r = Rv1::parse(&b.run(&["job", "info", id, "R"]).unwrap()).unwrap();
+        let held = r
+            .rank_map()
+            .unwrap()
+            .into_iter()
+            .map(|(rank, res)| (rank, res.cores, res.gpus))
+            .collect();
+        out.push(AppRecord {
+            container: b.name.clone(),
+            id: id.to_string(),
+            held,
+            t_run,
+            t_end,
+            outcome: w[3..].join("|"),
+        });
+    }
+    out
+}
+
+/// Pairs of jobs (any brokers) that held one core or GPU at the same time.
+pub fn check_no_overlap(records: &[AppRecord]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (i, a) in records.iter().enumerate() {
+        for b in &records[i + 1..] {
+            if a.t_run >= b.t_end || b.t_run >= a.t_end {
+                continue;
+            }
+            for (ra, ca, ga) in &a.held {
+                for (rb, cb, gb) in &b.held {
+                    if ra == rb && (ca.intersects(cb) || ga.intersects(gb)) {
+                        bad.push(format!(
+                            "{}:{} and {}:{} share rank {ra} while both run",
+                            a.container, a.id, b.container, b.id
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    bad
 }
