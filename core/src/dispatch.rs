@@ -312,6 +312,9 @@ pub enum Action {
     /// Read an application job's whole eventlog from its broker (it went
     /// inactive while pancake was away) and feed its events as [`Event::App`].
     AppLookup {
+        /// The queue job it should mirror (the application job's jobspec
+        /// must name it: a memo is only a claim).
+        id: JobId,
         /// Container.
         container: String,
         /// Application job id.
@@ -1252,6 +1255,7 @@ impl Dispatcher {
                     // ended from its eventlog.
                     j.restore_due = false;
                     out.push(Action::AppLookup {
+                        id,
                         container: container.to_string(),
                         app_id,
                     })

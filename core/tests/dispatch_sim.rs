@@ -430,11 +430,15 @@ impl Sim {
                     result,
                 });
             }
-            Action::AppLookup { container, app_id } => {
+            Action::AppLookup {
+                id,
+                container,
+                app_id,
+            } => {
                 // The application job went inactive while nobody watched:
                 // its eventlog, whole.
                 match self.apps.get(&app_id) {
-                    Some(a) if a.cleaned && a.container == container => {
+                    Some(a) if a.cleaned && a.container == container && a.queue_id == id => {
                         for event in a.log.clone() {
                             self.events.push_back(Event::App {
                                 container: container.clone(),

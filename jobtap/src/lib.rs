@@ -129,11 +129,18 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
         let input = args.input()?;
         let Some(container) = container_of(&input) else { return Ok(()) };
         let sys = input.pointer("/jobspec/attributes/system").cloned().unwrap_or(Value::Null);
-        if !valid_container_name(container) {
-            return p.reject(args, &format!("pancake: invalid container name {container:?}"));
-        }
         {
             let s = s.borrow();
+            let known: Vec<&str> = s.containers.iter().map(String::as_str).collect();
+            if !valid_container_name(container) {
+                return p.reject(
+                    args,
+                    &format!(
+                        "pancake: invalid container name {container:?} (known: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
             if s.containers.is_empty() {
                 return p.reject(
                     args,
@@ -141,7 +148,6 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
                 );
             }
             if !s.containers.contains(container) {
-                let known: Vec<&str> = s.containers.iter().map(String::as_str).collect();
                 return p.reject(
                     args,
                     &format!("pancake: unknown container {container:?} (known: {})", known.join(", ")),

@@ -743,14 +743,52 @@ pub(crate) fn cancel_job(p: &Shared, name: &str, app_id: u64, note: &str) {
 }
 
 /// Read inactive application job `app_id`'s whole eventlog on container
-/// `name` and feed its events: it ended while pancake was away. An
-/// unreadable record ends it with an exception, so its queue job and its
-/// cores are not held forever.
-pub(crate) fn lookup_app(p: &Shared, name: &str, app_id: u64) {
-    let key = match flux::job::kvs_key(app_id, "eventlog") {
+/// `name` and feed its events: it ended while pancake was away. Its jobspec
+/// must name queue job `queue_id` (the `app_id` memo is only a claim). An
+/// unreadable or foreign record ends it with an exception, so its queue job
+/// and its cores are not held forever.
+pub(crate) fn lookup_app(p: &Shared, queue_id: u64, name: &str, app_id: u64) {
+    let keys = flux::job::kvs_key(app_id, "jobspec")
+        .and_then(|j| Ok((j, flux::job::kvs_key(app_id, "eventlog")?)));
+    let (jobspec_key, eventlog_key) = match keys {
         Ok(k) => k,
         Err(e) => return app_unreadable(p, name, app_id, &e.message()),
     };
+    let weak = Rc::downgrade(p);
+    let n = name.to_string();
+    let f = with_handle(p, name, |h| h.kvs_lookup(&jobspec_key));
+    match f {
+        Ok(f) => {
+            let _ = container_pending(p, name).spawn(f, 30.0, move |f| {
+                let Some(p) = weak.upgrade() else { return };
+                let owner = f
+                    .kvs_lookup_get()
+                    .map_err(|e| e.message())
+                    .and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| e.to_string()))
+                    .map(|js| {
+                        js.pointer("/attributes/user/pancake/queue_id")
+                            .and_then(Value::as_u64)
+                    });
+                match owner {
+                    Ok(Some(q)) if q == queue_id => read_app_eventlog(&p, &n, app_id, eventlog_key),
+                    Ok(_) => app_unreadable(
+                        &p,
+                        &n,
+                        app_id,
+                        &format!(
+                            "it is not the application job of {}",
+                            flux::job::id_f58(queue_id)
+                        ),
+                    ),
+                    Err(e) => app_unreadable(&p, &n, app_id, &e),
+                }
+            });
+        }
+        Err(e) => app_unreadable(p, name, app_id, &e.message()),
+    }
+}
+
+fn read_app_eventlog(p: &Shared, name: &str, app_id: u64, key: String) {
     let f = with_handle(p, name, |h| h.kvs_lookup(&key));
     let weak = Rc::downgrade(p);
     let n = name.to_string();
@@ -789,7 +827,7 @@ fn app_unreadable(p: &Shared, name: &str, app_id: u64, why: &str) {
         p,
         Level::Err,
         &format!(
-            "container {name}: job {}: cannot read its eventlog: {why}",
+            "container {name}: job {}: cannot use its record: {why}",
             flux::job::id_f58(app_id)
         ),
     );
@@ -797,7 +835,10 @@ fn app_unreadable(p: &Shared, name: &str, app_id: u64, why: &str) {
         AppEvent::Exception {
             kind: "pancake".into(),
             severity: 0,
-            note: format!("the application job's record is unreadable: {why}"),
+            note: format!(
+                "application job {} on {name}: cannot use its record: {why}",
+                flux::job::id_f58(app_id)
+            ),
         },
         AppEvent::Clean,
     ] {

@@ -68,7 +68,11 @@ pub(crate) fn perform(p: &Shared, action: Action) {
                 );
             }
         }
-        Action::AppLookup { container, app_id } => apps::lookup_app(p, &container, app_id),
+        Action::AppLookup {
+            id,
+            container,
+            app_id,
+        } => apps::lookup_app(p, id, &container, app_id),
         Action::Wake { after } => crate::after(p, after, |p| feed(p, Event::Tick)),
         Action::Reinit => apps::reinit_fluxion(p),
         Action::Cancel { fluxion_id } => {
