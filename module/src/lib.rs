@@ -64,6 +64,18 @@ pub(crate) struct Pancake {
     pub(crate) reaper: Option<Watcher>,
 }
 
+impl Pancake {
+    /// Drop every timer, future and connection (before the worker thread is
+    /// joined: nothing may call back into the module after that).
+    fn release(&mut self) {
+        self.reaper = None;
+        self.graveyard.clear();
+        self.timers.clear();
+        self.pending.clear();
+        self.containers.clear();
+    }
+}
+
 /// Run `f` once, `delay` seconds from now, on the reactor (if the module is
 /// still there). The timer is kept with the module until it has fired.
 pub(crate) fn after(p: &Shared, delay: f64, f: impl FnOnce(&Shared) + 'static) {
@@ -205,24 +217,15 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
     // worker thread (joined), so nothing outlives the DSO.
     drop(rescan);
     drop(handlers);
-    let st = Rc::try_unwrap(p).map(RefCell::into_inner);
-    match st {
+    match Rc::try_unwrap(p).map(RefCell::into_inner) {
         Ok(mut st) => {
-            st.reaper = None;
-            st.graveyard.clear();
-            st.timers.clear();
-            st.pending.clear();
-            st.containers.clear();
+            st.release();
             st.fx.shutdown();
         }
         Err(p) => {
             // Something still holds the state: stop what we can anyway.
             let mut st = p.borrow_mut();
-            st.reaper = None;
-            st.graveyard.clear();
-            st.timers.clear();
-            st.pending.clear();
-            st.containers.clear();
+            st.release();
             st.fx.stop();
             h.log(Level::Err, "pancake state still shared at unload");
         }

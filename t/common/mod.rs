@@ -65,34 +65,19 @@ pub fn dmesg(b: &pancake_pod::Broker) -> String {
 /// Load the queue plugin and the module (from this build) into `pod`'s
 /// queue broker, with the pod's view and `module_args`.
 pub fn load_pancake(pod: &Pod, module_args: &[&str]) {
-    let (module, plugin) = pod.install_pancake().unwrap();
-    let q = &pod.queue;
-    q.run(&["jobtap", "load", plugin.to_str().unwrap(), "role=queue"])
+    let (_, plugin) = pod.install_pancake().unwrap();
+    pod.queue
+        .run(&["jobtap", "load", plugin.to_str().unwrap(), "role=queue"])
         .unwrap();
-    let view = format!("view={}", pod.root().display());
-    let plugin_arg = format!("plugin={}", plugin.display());
-    let mut args = vec![
-        "module",
-        "load",
-        module.to_str().unwrap(),
-        &view,
-        &plugin_arg,
-    ];
-    args.extend_from_slice(module_args);
-    q.run(&args).unwrap();
+    load_module(pod, module_args);
 }
 
-/// `flux module reload` of pancake in `pod`'s queue broker with the same
-/// arguments as [`load_pancake`]: a fresh module that must recover every job
-/// from what Flux keeps.
-pub fn reload_pancake(pod: &Pod, module_args: &[&str]) {
+/// `flux module load` of this build's pancake in `pod`'s queue broker, with
+/// the pod's view, the plugin path and `module_args`.
+fn load_module(pod: &Pod, module_args: &[&str]) {
     let (module, plugin) = pod.install_pancake().unwrap();
     let view = format!("view={}", pod.root().display());
     let plugin_arg = format!("plugin={}", plugin.display());
-    // (`flux module reload PATH` removes by PATH, which names no module.)
-    pod.queue
-        .run(&["module", "remove", "pancake"])
-        .unwrap_or_else(|e| panic!("module remove: {e}\n{}", dmesg(&pod.queue)));
     let mut args = vec![
         "module",
         "load",
@@ -104,6 +89,17 @@ pub fn reload_pancake(pod: &Pod, module_args: &[&str]) {
     pod.queue
         .run(&args)
         .unwrap_or_else(|e| panic!("module load: {e}\n{}", dmesg(&pod.queue)));
+}
+
+/// `flux module reload` of pancake in `pod`'s queue broker with the same
+/// arguments as [`load_pancake`]: a fresh module that must recover every job
+/// from what Flux keeps.
+pub fn reload_pancake(pod: &Pod, module_args: &[&str]) {
+    // (`flux module reload PATH` removes by PATH, which names no module.)
+    pod.queue
+        .run(&["module", "remove", "pancake"])
+        .unwrap_or_else(|e| panic!("module remove: {e}\n{}", dmesg(&pod.queue)));
+    load_module(pod, module_args);
 }
 
 /// A pod with pancake loaded in the queue broker, every container connected.
