@@ -107,6 +107,13 @@ pub(crate) fn bury(p: &Shared, h: Handle) {
 
 pub(crate) type Shared = Rc<RefCell<Pancake>>;
 
+/// The queue journal, filtered to the events pancake acts on (the
+/// job-manager sends nothing else: on a busy queue broker most events are
+/// `set-flags`, `depend`, `finish`, `release`, `free`...). `validate` and
+/// `invalidate` decide which jobs are pancake's; `memo`, `dependency-remove`
+/// and `start` rebuild a job after a reload.
+const QUEUE_JOURNAL_REQUEST: &str = r#"{"full":false,"allow":{"submit":1,"validate":1,"invalidate":1,"dependency-add":1,"dependency-remove":1,"memo":1,"alloc":1,"start":1,"exception":1,"clean":1,"urgency":1,"priority":1}}"#;
+
 /// How long a (re)loaded module waits for the containers' job journals
 /// before it matches without the missing ones.
 const RECOVERY_WAIT: f64 = 10.0;
@@ -375,7 +382,7 @@ fn start_queue_journal(p: &Shared) -> flux::Result<()> {
         let st = p.borrow();
         st.h.rpc(
             "job-manager.events-journal",
-            Some(r#"{"full":false}"#),
+            Some(QUEUE_JOURNAL_REQUEST),
             flux::NODEID_ANY,
             flux::future::rpc_flags::STREAMING,
         )?
