@@ -106,10 +106,21 @@ fn run(pod: &Pod, jobs: usize, seed: u64, reload_every: Option<(usize, &[&str])>
             );
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs still tracked: {st}"
-        );
+        if std::time::Instant::now() >= deadline {
+            let stuck: Vec<String> = st["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|j| j["id"].as_u64())
+                .map(|id| {
+                    let f58 = q
+                        .run(&["job", "id", "--to=f58", &id.to_string()])
+                        .unwrap_or_default();
+                    stuck_report(q, f58.trim())
+                })
+                .collect();
+            panic!("jobs still tracked: {st}\n{}", stuck.join("\n"));
+        }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 

@@ -547,6 +547,11 @@ fn start_journal(p: &Shared, name: &str) {
                     Ok(entry) if entry.id.is_none() => {
                         // Every active job was replayed: recovered jobs not
                         // seen there ended while pancake was away.
+                        log(
+                            &p,
+                            Level::Debug,
+                            &format!("container {n}: journal backlog in"),
+                        );
                         feed(
                             &p,
                             Event::AppBacklogDone {

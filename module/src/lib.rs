@@ -487,6 +487,12 @@ fn backlog_step(p: &Shared) {
         st.backlog_seen && st.backlog_lookups == 0
     };
     if done && p.borrow().d.is_recovering() {
+        let n = p.borrow().tracked.len();
+        log(
+            p,
+            Level::Debug,
+            &format!("queue journal backlog in ({n} container jobs)"),
+        );
         feed(p, Event::QueueBacklogDone);
     }
 }
