@@ -11,6 +11,10 @@
 /// Most hosts [`parse`] will expand; a larger list is refused.
 pub const MAX_HOSTS: u64 = 1 << 20;
 
+/// Most bytes of host names [`parse`] will expand (128 per host at
+/// [`MAX_HOSTS`]): a long prefix repeated over many hosts is refused too.
+pub const MAX_BYTES: u64 = 1 << 27;
+
 /// Why a hostlist could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid hostlist {input:?}: {reason}")]
@@ -38,6 +42,34 @@ impl Term {
             self.runs.iter().map(|&(lo, hi, _)| hi - lo + 1).sum()
         }
     }
+
+    /// Bytes of the expanded names (at most).
+    fn bytes(&self) -> u64 {
+        let fixed = (self.prefix.len() + self.suffix.len()) as u64;
+        if self.runs.is_empty() {
+            return fixed;
+        }
+        self.runs
+            .iter()
+            .map(|&(lo, hi, width)| {
+                (hi - lo + 1).saturating_mul(fixed + width.max(digits(hi)) as u64)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
+fn bytes(terms: &[Term]) -> u64 {
+    terms
+        .iter()
+        .map(Term::bytes)
+        .fold(0u64, u64::saturating_add)
+}
+
+fn too_many_bytes(s: &str, bytes: u64) -> HostlistError {
+    error(
+        s,
+        &format!("expands to {bytes} bytes of host names, more than the limit of {MAX_BYTES}"),
+    )
 }
 
 /// Number of hosts in a hostlist without expanding it.
@@ -60,6 +92,10 @@ pub fn parse(s: &str) -> Result<Vec<String>, HostlistError> {
             s,
             &format!("{n} hosts is more than the limit of {MAX_HOSTS}"),
         ));
+    }
+    let b = bytes(&terms);
+    if b > MAX_BYTES {
+        return Err(too_many_bytes(s, b));
     }
     let mut out = Vec::with_capacity(n as usize);
     for t in terms {
@@ -84,14 +120,20 @@ pub fn parse(s: &str) -> Result<Vec<String>, HostlistError> {
 /// Expands several hostlist strings (Rv1 `nodelist` is an array of them).
 pub fn parse_all<S: AsRef<str>>(items: &[S]) -> Result<Vec<String>, HostlistError> {
     let mut total = 0u64;
+    let mut total_bytes = 0u64;
     for s in items {
-        total = total.saturating_add(count(s.as_ref())?);
+        let t = terms(s.as_ref())?;
+        total = total.saturating_add(t.iter().map(Term::count).fold(0u64, u64::saturating_add));
+        total_bytes = total_bytes.saturating_add(bytes(&t));
     }
     if total > MAX_HOSTS {
         return Err(error(
             "",
             &format!("{total} hosts is more than the limit of {MAX_HOSTS}"),
         ));
+    }
+    if total_bytes > MAX_BYTES {
+        return Err(too_many_bytes("", total_bytes));
     }
     let mut out = Vec::with_capacity(total as usize);
     for s in items {
@@ -347,6 +389,25 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(count("n[0-99999999999]").unwrap(), 100_000_000_000);
+    }
+
+    #[test]
+    fn long_names_are_bounded_in_bytes_not_only_in_hosts() {
+        // 2^20 hosts is allowed, but not with a 200-byte prefix: 200 MiB of
+        // names from 200 bytes of text (and 24 GiB from 23 kB, found by
+        // pancake-fuzz), which an R's nodelist must never cost.
+        let long = format!("{}[0-1048575]", "h".repeat(200));
+        assert_eq!(count(&long).unwrap(), 1 << 20);
+        let e = parse(&long).unwrap_err();
+        assert!(e.reason.contains("bytes of host names"), "{e}");
+        let e = parse_all(&[long.as_str()]).unwrap_err();
+        assert!(e.reason.contains("bytes of host names"), "{e}");
+        // Split over many items, the total counts.
+        let piece = format!("{}[0-9999]", "h".repeat(200));
+        let many: Vec<&str> = std::iter::repeat_n(piece.as_str(), 100).collect();
+        assert!(parse_all(&many).is_err());
+        // Real lists are far below the limit.
+        assert_eq!(parse("flux-sample-[0-1048575]").unwrap().len(), 1 << 20);
     }
 
     #[test]
