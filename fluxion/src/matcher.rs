@@ -1002,8 +1002,13 @@ impl Matcher {
     }
 
     fn record(&mut self, parts: Vec<Part>, start: i64, end: Option<i64>, reserved: bool) -> i64 {
-        let jobid = self.next_jobid;
-        self.next_jobid += 1;
+        // A restore may have taken any id up to i64::MAX: past it, ids go
+        // back to 1, and an id in use is never given again.
+        let mut jobid = self.next_jobid;
+        while jobid < 1 || self.allocs.contains_key(&jobid) {
+            jobid = jobid.checked_add(1).filter(|&j| j >= 1).unwrap_or(1);
+        }
+        self.next_jobid = jobid.checked_add(1).unwrap_or(1);
         if reserved {
             self.reservations.insert(jobid);
         }
@@ -1622,6 +1627,26 @@ mod tests {
             Err(FluxionError::Invalid(_))
         ));
         assert_eq!(m2.shares(7).unwrap(), m.shares(a.jobid).unwrap());
+    }
+
+    #[test]
+    fn restore_of_the_largest_id_never_shares_it() {
+        // Found by pancake-fuzz: restoring id i64::MAX left the counter on
+        // it, so the next match got the same id (overflowing the counter in
+        // debug builds) and replaced the restored allocation, whose cores
+        // then stayed busy for good.
+        let mut m = Matcher::new(graph(1, 4, 0), Policy::First);
+        let a = m.allocate(&Request::slots(1, 1, 0)).unwrap();
+        assert!(m.cancel(a.jobid));
+        m.restore(i64::MAX, &a.jgf).unwrap();
+        let b = m.allocate(&Request::slots(1, 1, 0)).unwrap();
+        assert_ne!(b.jobid, i64::MAX);
+        assert!(b.jobid >= 1);
+        let c = m.allocate(&Request::slots(1, 1, 0)).unwrap();
+        assert!(c.jobid >= 1 && c.jobid != b.jobid && c.jobid != i64::MAX);
+        assert_eq!(m.free_cores(), 1);
+        assert!(m.cancel(i64::MAX) && m.cancel(b.jobid) && m.cancel(c.jobid));
+        assert_eq!(m.free_cores(), 4);
     }
 
     #[test]
