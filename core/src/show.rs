@@ -385,6 +385,10 @@ struct Layout {
     stray: Vec<String>,
 }
 
+/// Most cores and GPUs a map draws: a graph claiming more (its idsets may
+/// name up to 2^32 ids per rank) is refused instead of expanded cell by cell.
+const MAX_CELLS: u64 = 1 << 22;
+
 fn layout(st: &Status, style: &Style) -> Result<Layout, ShowError> {
     let graph = st.graph.as_ref().ok_or_else(|| {
         ShowError("no resource graph yet: no application broker has reported its resources".into())
@@ -392,6 +396,15 @@ fn layout(st: &Status, style: &Style) -> Result<Layout, ShowError> {
     let ranks = graph
         .rank_map()
         .map_err(|e| ShowError(format!("the graph: {e}")))?;
+    let ncells = ranks
+        .values()
+        .map(|r| r.cores.len() + r.gpus.len())
+        .fold(0u64, u64::saturating_add);
+    if ncells > MAX_CELLS {
+        return Err(ShowError(format!(
+            "the graph has {ncells} cores and GPUs, more than a map can draw ({MAX_CELLS})"
+        )));
+    }
     // Marks follow the status's container order; a container named only by
     // a job (it left the view) still gets one.
     let mut containers: Vec<String> = st.containers.iter().map(|c| c.name.clone()).collect();
@@ -977,6 +990,20 @@ mod tests {
         );
         // Free: 24 cores - 2, 4 GPUs - 1.
         assert!(text.contains("22 cores, 3 GPUs"), "{text}");
+    }
+
+    #[test]
+    fn a_graph_too_large_to_draw_is_refused_not_expanded() {
+        // Found by pancake-fuzz: a graph whose rank claims cores
+        // 0-4294967294 made map allocate 64 GiB of cells and abort.
+        let v = status_with(vec![], r(&[(0, "0-4194304", "")], Some("n0")));
+        let e = map(&v, &Style::plain()).unwrap_err();
+        assert!(e.0.contains("more than a map can draw"), "{e}");
+        assert!(map_json(&v).is_err());
+        let v = status_with(vec![], r(&[(0, "0-4294967294", "")], Some("n0")));
+        assert!(map(&v, &Style::plain()).is_err());
+        // Real graphs are far below the limit.
+        assert!(map(&status_with(vec![], graph(64, 128)), &Style::plain()).is_ok());
     }
 
     #[test]
