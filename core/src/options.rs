@@ -73,7 +73,8 @@ pub fn parse_fsd(v: &str) -> Option<f64> {
         _ => (v, 1.0),
     };
     let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then_some(n * mult)
+    let secs = n * mult;
+    (secs.is_finite() && secs >= 0.0).then_some(secs)
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -238,6 +239,11 @@ mod tests {
         for bad in ["", "-1", "5x", "inf", "m"] {
             assert_eq!(parse_fsd(bad), None, "{bad}");
         }
+        // Finite numbers whose product with the unit is not (pancake-fuzz).
+        for bad in ["1e308m", "1e307d", "1.7976931348623157e308h"] {
+            assert_eq!(parse_fsd(bad), None, "{bad}");
+        }
+        assert!(Options::parse(&["lost-grace=1e308m".into()]).is_err());
         let o = Options::parse(&["lost-grace=5m".into()]).unwrap();
         assert_eq!(o.lost_grace, Some(300.0));
         assert_eq!(Options::parse(&[]).unwrap().lost_grace, None);
