@@ -534,6 +534,11 @@ pub struct Dispatcher {
     dirty: bool,
     /// Jobs already tried in this pass (they did not fit).
     tried: BTreeSet<JobId>,
+    /// This pass's queue order, where it has got to, and whether a job
+    /// before the cursor holds (or failed to get) the EASY reservation.
+    pass: Vec<JobId>,
+    cursor: usize,
+    reserve_used: bool,
     /// The EASY reservation of this pass, cancelled before the next pass.
     reservation: Option<i64>,
     /// Graph capacity, to fail never-satisfiable requests at once.
@@ -751,6 +756,9 @@ impl Dispatcher {
             busy: false,
             dirty: false,
             tried: BTreeSet::new(),
+            pass: Vec::new(),
+            cursor: 0,
+            reserve_used: false,
             reservation: None,
             capacity: None,
             graph: None,
@@ -1904,32 +1912,50 @@ impl Dispatcher {
             return;
         }
         if self.dirty {
-            // A new pass: everything may be retried; drop last pass's reservation.
+            // A new pass: everything may be retried; drop last pass's
+            // reservation. The queue is sorted once per pass, not once per
+            // match: with thousands waiting under EASY a pass tries them
+            // all, one Fluxion answer at a time.
             self.dirty = false;
             self.tried.clear();
             if let Some(fid) = self.reservation.take() {
                 out.push(Action::Cancel { fluxion_id: fid });
             }
+            self.pass = self.queue_order();
+            self.cursor = 0;
+            self.reserve_used = false;
         }
-        let mut reserve_used = self.reservation.is_some();
-        for id in self.queue_order() {
+        while let Some(&id) = self.pass.get(self.cursor) {
             if self.tried.contains(&id) {
                 match self.policy {
                     // FCFS: a job that did not fit blocks everything after it.
                     QueuePolicy::Fcfs => return,
+                    // EASY: it holds the reservation (or could not get one);
+                    // later jobs may only fill in around it.
                     QueuePolicy::Easy => {
-                        reserve_used = true;
+                        self.reserve_used = true;
+                        self.cursor += 1;
                         continue;
                     }
                 }
             }
             let Some(j) = self.jobs.get(&id) else {
+                self.cursor += 1;
                 continue;
             };
-            if j.urgency == 0 || !self.containers_up.contains(&j.container) {
+            if j.phase != Phase::Waiting
+                || j.queue_ended
+                || j.urgency == 0
+                || !self.containers_up.contains(&j.container)
+            {
+                self.cursor += 1;
                 continue;
             }
-            let reserve = self.policy == QueuePolicy::Easy && !reserve_used;
+            // The cursor stays on this job: its answer either moves it on
+            // (matched) or marks it tried.
+            let reserve = self.policy == QueuePolicy::Easy
+                && !self.reserve_used
+                && self.reservation.is_none();
             let jobspec = fluxion_jobspec(&j.jobspec);
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.phase = Phase::Matching;
