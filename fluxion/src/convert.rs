@@ -239,7 +239,16 @@ pub fn graph_allocation_to_rv1(
     } else {
         0.0
     };
-    Ok(Rv1::from_ranks(&ranks, starttime, expiration))
+    let r = Rv1::from_ranks(&ranks, starttime, expiration);
+    // Node names become the nodelist: one that is not a host name (a
+    // comma, a bracket, blanks, empty) would make an R flux-core refuses.
+    r.validate().map_err(|e| {
+        invalid(
+            "graph.nodes",
+            format!("the node names do not make a valid R ({e})"),
+        )
+    })?;
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -300,6 +309,22 @@ mod tests {
         assert_eq!(m[&1].cores.to_string(), "2");
         assert_eq!(m[&10].cores.to_string(), "7");
         assert_eq!(r.execution.nodelist, vec!["n[1,10]".to_string()]);
+    }
+
+    #[test]
+    fn node_names_that_are_not_host_names_are_an_error() {
+        // Found by pancake-fuzz: a node named "a,b" (or "n[0-1]", or "")
+        // gave an Ok R whose nodelist counts two hosts for one rank.
+        for name in ["a,b", "n[0-1]", "", "a b"] {
+            let text = format!(
+                r#"{{"graph":{{"nodes":[
+              {{"id":"1","metadata":{{"type":"node","name":{name:?},"id":0,"rank":0,"paths":{{"containment":"/c0/n0"}}}}}},
+              {{"id":"2","metadata":{{"type":"core","id":0,"rank":0,"paths":{{"containment":"/c0/n0/core0"}}}}}}],
+              "edges":[{{"source":"1","target":"2"}}]}}}}"#
+            );
+            let e = allocation_to_rv1(&text, 0.0, 0.0).unwrap_err().to_string();
+            assert!(e.contains("node names"), "{name:?}: {e}");
+        }
     }
 
     #[test]
