@@ -17,7 +17,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::{AppRecord, app_records, check_no_overlap, dmesg, pancake_pod, rpc};
-use pancake_pod::{Broker, Pod, PodSpec};
+use pancake_pod::{Broker, FluxionServer, Pod, PodSpec};
 
 struct Rng(u64);
 
@@ -30,11 +30,69 @@ impl Rng {
     }
 }
 
-/// Submit `jobs` random jobs (reloading the module after every
-/// `reload_every` submissions, if set) and check the invariants.
-fn run(pod: &Pod, jobs: usize, seed: u64, reload_every: Option<(usize, &[&str])>) {
-    let q = &pod.queue;
+/// A `pancake-fluxion` server that can be restarted on the same port,
+/// losing everything it held (as a crashed service would).
+struct Service {
+    dir: tempfile::TempDir,
+    port: u16,
+    server: Option<FluxionServer>,
+}
+
+impl Service {
+    fn start() -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var/log")).unwrap();
+        let port = FluxionServer::free_port();
+        let server = Some(FluxionServer::start_on(dir.path(), port).unwrap());
+        Service { dir, port, server }
+    }
+
+    fn arg(&self) -> String {
+        format!("fluxion=grpc://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        self.server = None;
+        self.server = Some(FluxionServer::start_on(self.dir.path(), self.port).unwrap());
+    }
+}
+
+/// Faults injected between submissions, each after every N of them.
+#[derive(Default)]
+struct Faults<'a> {
+    /// The module's arguments, for reloads.
+    args: Vec<String>,
+    /// `flux module reload pancake`.
+    reload_every: Option<usize>,
+    /// SIGKILL a container's broker; it comes back N/2 submissions later.
+    kill_every: Option<usize>,
+    /// Restart the Fluxion service (it loses every allocation).
+    restart_every: Option<usize>,
+    service: Option<&'a mut Service>,
+}
+
+/// What a run saw, for the report.
+#[derive(Debug, Default)]
+struct Report {
+    submitted: usize,
+    results: BTreeMap<String, usize>,
+    faults: BTreeMap<&'static str, usize>,
+    stats: serde_json::Value,
+    rss_start_kib: u64,
+    rss_peak_kib: u64,
+    rss_end_kib: u64,
+}
+
+/// Submit `jobs` random jobs, injecting `faults`, and check the invariants.
+fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
+    let mut report = Report {
+        submitted: jobs,
+        rss_start_kib: pod.queue.rss_kib().unwrap_or(0),
+        ..Report::default()
+    };
+    report.rss_peak_kib = report.rss_start_kib;
     let containers = ["lammps", "ior", "chatterbug"];
+    let mut dead: Option<(&str, usize)> = None;
     let mut rng = Rng(seed | 1);
     let mut ids = Vec::new();
     // Submit in batches through one `flux submit --cc`-free loop per job
@@ -59,24 +117,50 @@ fn run(pod: &Pod, jobs: usize, seed: u64, reload_every: Option<(usize, &[&str])>
         args.extend(shape);
         args.extend(["sh".into(), "-c".into(), cmd]);
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let id = q
+        let id = pod
+            .queue
             .run(&a)
-            .unwrap_or_else(|e| panic!("{e}\n{}", dmesg(q)))
+            .unwrap_or_else(|e| panic!("{e}\n{}", dmesg(&pod.queue)))
             .trim()
             .to_string();
         ids.push(id);
-        if let Some((every, args)) = reload_every
-            && (n + 1) % every == 0
+        let due = |every: Option<usize>| every.is_some_and(|e| (n + 1) % e == 0);
+        if due(faults.reload_every) {
+            let args: Vec<&str> = faults.args.iter().map(String::as_str).collect();
+            common::reload_pancake(pod, &args);
+            *report.faults.entry("module reloads").or_default() += 1;
+        }
+        if due(faults.restart_every)
+            && let Some(service) = faults.service.as_deref_mut()
         {
-            common::reload_pancake(pod, args);
+            service.restart();
+            *report.faults.entry("fluxion restarts").or_default() += 1;
+        }
+        if let Some((c, back_at)) = dead
+            && n >= back_at
+        {
+            pod.restart_app(c).unwrap();
+            dead = None;
+        }
+        if dead.is_none() && due(faults.kill_every) {
+            let c = containers[rng.next(3) as usize];
+            pod.kill_app(c).unwrap();
+            dead = Some((c, n + faults.kill_every.unwrap_or(2) / 2));
+            *report.faults.entry("broker kills").or_default() += 1;
         }
         if rng.next(10) == 0 && n > 0 {
             // Cancel one of the last few: waiting, forwarded or running.
             let back = 1 + rng.next(3.min(ids.len() as u64)) as usize;
             let victim = &ids[ids.len() - back];
-            let _ = q.output(&["cancel", victim]);
+            let _ = pod.queue.output(&["cancel", victim]);
         }
+        report.rss_peak_kib = report.rss_peak_kib.max(pod.queue.rss_kib().unwrap_or(0));
     }
+    if let Some((c, _)) = dead {
+        pod.restart_app(c).unwrap();
+    }
+    let pod = &*pod;
+    let q = &pod.queue;
     // Wait for everything to end on the queue side.
     for id in &ids {
         if let Err(e) = q.run(&["job", "wait-event", "-t", "60", id, "clean"]) {
@@ -100,10 +184,7 @@ fn run(pod: &Pod, jobs: usize, seed: u64, reload_every: Option<(usize, &[&str])>
                 st["stats"]["granted"], st["stats"]["freed"],
                 "every allocation freed once: {st}"
             );
-            eprintln!(
-                "MEASURE random workload: {jobs} jobs, stats {}",
-                st["stats"]
-            );
+            report.stats = st["stats"].clone();
             break;
         }
         if std::time::Instant::now() >= deadline {
@@ -180,11 +261,24 @@ fn run(pod: &Pod, jobs: usize, seed: u64, reload_every: Option<(usize, &[&str])>
             ));
         }
     }
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+    report.results = tally;
+    report.rss_end_kib = q.rss_kib().unwrap_or(0);
     eprintln!(
-        "MEASURE random workload results: {tally:?}, app jobs run {}",
+        "MEASURE random workload: {} jobs submitted; results {:?}; faults {:?}; \
+         0 overlaps, 0 queue/application mismatches, pancake stats {}; \
+         queue broker RSS {} KiB at start, {} KiB peak, {} KiB at the end; \
+         application jobs run {}",
+        report.submitted,
+        report.results,
+        report.faults,
+        report.stats,
+        report.rss_start_kib,
+        report.rss_peak_kib,
+        report.rss_end_kib,
         records.len()
     );
-    assert!(mismatches.is_empty(), "{mismatches:#?}");
+    report
 }
 
 /// What pancake knows of a stuck job, and every broker log line about it
@@ -238,15 +332,12 @@ fn size() -> (usize, u64) {
 
 #[test]
 fn randomized_workload_keeps_the_invariants() {
-    let Some(pod) = pancake_pod(
-        "randomized workload",
-        PodSpec::default(),
-        &["queue-policy=easy"],
-    ) else {
+    let args = ["queue-policy=easy"];
+    let Some(mut pod) = pancake_pod("randomized workload", PodSpec::default(), &args) else {
         return;
     };
     let (jobs, seed) = size();
-    run(&pod, jobs, seed, None);
+    run(&mut pod, jobs, seed, &mut Faults::default());
     pod.shutdown().unwrap();
 }
 
@@ -255,11 +346,9 @@ fn randomized_workload_over_grpc_keeps_the_invariants() {
     if common::skip("randomized workload (gRPC)") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("var/log")).unwrap();
-    let server = pancake_pod::FluxionServer::start(dir.path()).unwrap();
-    let arg = format!("fluxion={}", server.uri);
-    let Some(pod) = pancake_pod(
+    let service = Service::start();
+    let arg = service.arg();
+    let Some(mut pod) = pancake_pod(
         "randomized workload (gRPC)",
         PodSpec::default(),
         &["queue-policy=easy", &arg],
@@ -268,7 +357,7 @@ fn randomized_workload_over_grpc_keeps_the_invariants() {
     };
     let (jobs, seed) = size();
     // A third of the embedded run's size: the same paths, through pancake-fluxion.
-    run(&pod, jobs.div_ceil(3), seed + 1, None);
+    run(&mut pod, jobs.div_ceil(3), seed + 1, &mut Faults::default());
     pod.shutdown().unwrap();
 }
 
@@ -281,21 +370,22 @@ fn randomized_workload_over_grpc_keeps_the_invariants() {
 /// `Restore`.
 #[test]
 fn randomized_workload_with_module_reloads_keeps_the_invariants() {
-    let Some(pod) = pancake_pod(
+    let args = ["queue-policy=easy"];
+    let Some(mut pod) = pancake_pod(
         "randomized workload with reloads",
         PodSpec::default(),
-        &["queue-policy=easy"],
+        &args,
     ) else {
         return;
     };
     let (jobs, seed) = size();
     let n = jobs.div_ceil(3);
-    run(
-        &pod,
-        n,
-        seed + 2,
-        Some((n.div_ceil(4), &["queue-policy=easy"])),
-    );
+    let mut faults = Faults {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        reload_every: Some(n.div_ceil(4)),
+        ..Faults::default()
+    };
+    run(&mut pod, n, seed + 2, &mut faults);
     pod.shutdown().unwrap();
 }
 
@@ -304,20 +394,62 @@ fn randomized_workload_with_module_reloads_over_grpc_keeps_the_invariants() {
     if common::skip("randomized workload with reloads (gRPC)") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("var/log")).unwrap();
-    let server = pancake_pod::FluxionServer::start(dir.path()).unwrap();
-    let arg = format!("fluxion={}", server.uri);
-    let args = ["queue-policy=easy", arg.as_str()];
-    let Some(pod) = pancake_pod(
+    let service = Service::start();
+    let args = ["queue-policy=easy".to_string(), service.arg()];
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(mut pod) = pancake_pod(
         "randomized workload with reloads (gRPC)",
         PodSpec::default(),
-        &args,
+        &a,
     ) else {
         return;
     };
     let (jobs, seed) = size();
     let n = jobs.div_ceil(3);
-    run(&pod, n, seed + 3, Some((n.div_ceil(4), &args)));
+    let mut faults = Faults {
+        args: args.to_vec(),
+        reload_every: Some(n.div_ceil(4)),
+        ..Faults::default()
+    };
+    run(&mut pod, n, seed + 3, &mut faults);
+    pod.shutdown().unwrap();
+}
+
+/// The soak of issue #5: a randomized workload over gRPC interleaved with
+/// module reloads, an application broker killed and brought back, and
+/// Fluxion service restarts. It ends with zero overlaps, zero leaked or
+/// double-freed allocations and zero queue/application mismatches, and
+/// reports the module's memory. `PANCAKE_SOAK_JOBS` sets the size (300 in
+/// tier 2; `bench/soak` runs 2,000).
+#[test]
+fn soak_with_faults_keeps_the_invariants() {
+    if common::skip("soak") {
+        return;
+    }
+    let mut service = Service::start();
+    let args = ["queue-policy=easy".to_string(), service.arg()];
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(mut pod) = pancake_pod("soak", PodSpec::default(), &a) else {
+        return;
+    };
+    let jobs = std::env::var("PANCAKE_SOAK_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300usize);
+    let (_, seed) = size();
+    let mut faults = Faults {
+        args: args.to_vec(),
+        reload_every: Some(jobs.div_ceil(5)),
+        kill_every: Some(jobs.div_ceil(3)),
+        restart_every: Some(jobs.div_ceil(4)),
+        service: Some(&mut service),
+    };
+    let report = run(&mut pod, jobs, seed + 4, &mut faults);
+    assert_eq!(
+        report.faults.len(),
+        3,
+        "every kind of fault happened: {:?}",
+        report.faults
+    );
     pod.shutdown().unwrap();
 }
