@@ -17,7 +17,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::{AppRecord, app_records, check_no_overlap, dmesg, pancake_pod, rpc};
-use pancake_pod::{Broker, FluxionServer, Pod, PodSpec};
+use pancake_pod::{FluxionServer, Pod, PodSpec};
 
 struct Rng(u64);
 
@@ -170,7 +170,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
                 .unwrap_or_default();
             panic!(
                 "{id}: {e}\n--- eventlog:\n{log}\n--- exec:\n{exec}\n{}",
-                stuck_report(q, id)
+                stuck_report(pod, id)
             );
         }
     }
@@ -197,7 +197,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
                     let f58 = q
                         .run(&["job", "id", "--to=f58", &id.to_string()])
                         .unwrap_or_default();
-                    stuck_report(q, f58.trim())
+                    stuck_report(pod, f58.trim())
                 })
                 .collect();
             panic!("jobs still tracked: {st}\n{}", stuck.join("\n"));
@@ -283,7 +283,8 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
 
 /// What pancake knows of a stuck job, and every broker log line about it
 /// or that warns: printed last so a truncated CI log still shows it.
-fn stuck_report(q: &Broker, id: &str) -> String {
+fn stuck_report(pod: &Pod, id: &str) -> String {
+    let q = &pod.queue;
     let st: serde_json::Value =
         serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap_or_default())
             .unwrap_or_default();
@@ -308,8 +309,22 @@ fn stuck_report(q: &Broker, id: &str) -> String {
                 || l.contains(".crit[")
         })
         .collect();
+    // The application side, from its own broker.
+    let app_side = match (entry["container"].as_str(), entry["app_id"].as_u64()) {
+        (Some(c), Some(a)) if pod.apps.iter().any(|b| b.name == c) => {
+            let b = pod.app(c);
+            let a = a.to_string();
+            format!(
+                "--- application job {a} on {c}:\n{}\n{}",
+                b.run(&["job", "eventlog", &a]).unwrap_or_else(|e| e),
+                b.run(&["job", "eventlog", "-p", "guest.exec.eventlog", &a])
+                    .unwrap_or_else(|e| e)
+            )
+        }
+        _ => String::new(),
+    };
     format!(
-        "--- full dmesg:\n{log}\n--- pancake.status of the job: {entry}\n--- its log lines, and warnings:\n{}",
+        "--- full dmesg:\n{log}\n{app_side}\n--- pancake.status of the job: {entry}\n--- its log lines, and warnings:\n{}",
         lines.join("\n")
     )
 }

@@ -1248,6 +1248,14 @@ impl Dispatcher {
                 continue;
             };
             j.recovering = false;
+            out.push(Action::Log {
+                id: Some(id),
+                text: format!(
+                    "{container} backlog: application job {} {}",
+                    j.app_id.map_or("unconfirmed".into(), |a| a.to_string()),
+                    if j.app_seen { "active" } else { "not active" }
+                ),
+            });
             match j.app_id {
                 None => {
                     // Not in the backlog, but the submit may still be in the

@@ -753,9 +753,7 @@ pub(crate) fn cancel_job(p: &Shared, name: &str, app_id: u64, note: &str) {
 /// unreadable or foreign record ends it with an exception, so its queue job
 /// and its cores are not held forever.
 pub(crate) fn lookup_app(p: &Shared, queue_id: u64, name: &str, app_id: u64) {
-    let keys = flux::job::kvs_key(app_id, "jobspec")
-        .and_then(|j| Ok((j, flux::job::kvs_key(app_id, "eventlog")?)));
-    let (jobspec_key, eventlog_key) = match keys {
+    let jobspec_key = match flux::job::kvs_key(app_id, "jobspec") {
         Ok(k) => k,
         Err(e) => return app_unreadable(p, name, app_id, &e.message()),
     };
@@ -775,7 +773,7 @@ pub(crate) fn lookup_app(p: &Shared, queue_id: u64, name: &str, app_id: u64) {
                             .and_then(Value::as_u64)
                     });
                 match owner {
-                    Ok(Some(q)) if q == queue_id => read_app_eventlog(&p, &n, app_id, eventlog_key),
+                    Ok(Some(q)) if q == queue_id => read_app_eventlog(&p, &n, app_id),
                     Ok(_) => app_unreadable(
                         &p,
                         &n,
@@ -793,37 +791,48 @@ pub(crate) fn lookup_app(p: &Shared, queue_id: u64, name: &str, app_id: u64) {
     }
 }
 
-fn read_app_eventlog(p: &Shared, name: &str, app_id: u64, key: String) {
-    let f = with_handle(p, name, |h| h.kvs_lookup(&key));
+/// Follow inactive application job `app_id`'s eventlog to its `clean` and
+/// feed its events. A watch, not a lookup: the job leaves the job-manager's
+/// active set when it is clean, but the eventlog's last entries may not be
+/// committed to the KVS yet, and a lookup then would miss the `clean` (the
+/// job would never be released).
+fn read_app_eventlog(p: &Shared, name: &str, app_id: u64) {
+    let f = with_handle(p, name, |h| h.job_event_watch(app_id, "eventlog", 0));
     let weak = Rc::downgrade(p);
     let n = name.to_string();
-    match f {
-        Ok(f) => {
-            let _ = container_pending(p, name).spawn(f, 30.0, move |f| {
-                let Some(p) = weak.upgrade() else { return };
-                match f.kvs_lookup_get() {
-                    Ok(text) => {
-                        let events: Vec<_> = text
-                            .lines()
-                            .filter_map(journal::parse_eventlog_entry)
-                            .filter_map(|ev| journal::app_event(&ev))
-                            .collect();
-                        for event in events {
-                            feed(
-                                &p,
-                                Event::App {
-                                    container: n.clone(),
-                                    app_id,
-                                    event,
-                                },
-                            );
-                        }
-                    }
-                    Err(e) => app_unreadable(&p, &n, app_id, &e.message()),
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => return app_unreadable(p, name, app_id, &e.message()),
+    };
+    let res = container_pending(p, name).stream(f, move |f| {
+        let Some(p) = weak.upgrade() else {
+            return false;
+        };
+        match f.job_event_watch_get() {
+            Ok(Some(text)) => {
+                let ev = journal::parse_eventlog_entry(text);
+                let clean = ev.as_ref().is_some_and(|e| e.name == "clean");
+                if let Some(event) = ev.as_ref().and_then(journal::app_event) {
+                    feed(
+                        &p,
+                        Event::App {
+                            container: n.clone(),
+                            app_id,
+                            event,
+                        },
+                    );
                 }
-            });
+                !clean
+            }
+            Ok(None) => false,
+            Err(e) => {
+                app_unreadable(&p, &n, app_id, &e.message());
+                false
+            }
         }
-        Err(e) => app_unreadable(p, name, app_id, &e.message()),
+    });
+    if let Err(e) = res {
+        app_unreadable(p, name, app_id, &e.message());
     }
 }
 
