@@ -12,6 +12,7 @@
 //! <root>/etc/flux/meta/<i>-<name>     marker naming container i
 //! <root>/etc/flux/system/R-<i>        container i's resource set (Rv1)
 //! <root>/etc/flux/config-<i>/         container i's broker config
+//! <root>/var/lib/flux-0/              a persistent queue's state (QueueState)
 //! ```
 //!
 //! Index 0 is the queue container; applications are 1..=K.
@@ -67,6 +68,49 @@ pub struct PodSpec {
     pub queue_size: u32,
     /// Host name prefix (`flux-sample` gives `flux-sample-0` ...).
     pub hostname: String,
+    /// What the queue instance keeps across [`Pod::stop_queue`] and
+    /// [`Pod::start_queue`] (opt-in; by default it keeps nothing).
+    pub queue_state: QueueState,
+}
+
+/// What the queue instance (index 0) keeps when it is stopped and started
+/// again, as a queue container restarted on a persistent volume.
+///
+/// A persistent queue instance runs with `-Sstatedir=<root>/var/lib/flux-0`
+/// (created by the harness, so the broker never removes it), where its
+/// content backing store (`content-sqlite`, the default) keeps the KVS, and
+/// with `kvs.checkpoint-period = "1s"`, so that even a crash loses at most
+/// the last second (without it, the KVS checkpoints only at a clean
+/// shutdown and a crash loses everything since the start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueState {
+    /// Nothing: a throwaway instance (state in a temporary directory that
+    /// the broker removes). [`Pod::start_queue`] refuses to start it again.
+    #[default]
+    Ephemeral,
+    /// Its jobs, with flux-core's default shutdown: a clean stop first runs
+    /// the `cleanup` commands rc1 pushes (`flux queue stop`, `flux cancel
+    /// --user=all --states RUN`, `flux queue idle`), which cancels every
+    /// running job; only jobs not yet running survive the restart.
+    Persistent,
+    /// Its jobs, running ones included: as [`QueueState::Persistent`], with
+    /// `FLUX_DISABLE_JOB_CLEANUP` set in the instance's environment, so rc1
+    /// pushes no cleanup and running jobs stay in RUN for job-exec to
+    /// reattach after the restart (RFC 50: test-exec posts `recoverable`).
+    KeepRunning,
+}
+
+/// How [`Pod::stop_queue`] stops the queue instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueStop {
+    /// As a container that is stopped: the initial program ends (the
+    /// harness closes its stdin), the instance runs its shutdown (cleanup,
+    /// rc3: modules unloaded, running jobs' guest namespaces grafted into
+    /// the KVS, final checkpoint) and `flux start` must exit 0.
+    Clean,
+    /// As a crash: SIGKILL to every broker of the instance. Only what the
+    /// KVS checkpointed survives, and running jobs' guest namespaces are lost.
+    Crash,
 }
 
 impl Default for PodSpec {
@@ -78,6 +122,7 @@ impl Default for PodSpec {
             gpus: BTreeMap::new(),
             queue_size: 4,
             hostname: "flux-sample".into(),
+            queue_state: QueueState::Ephemeral,
         }
     }
 }
@@ -263,6 +308,14 @@ impl Pod {
         if gpus > 0 {
             toml.push_str(&format!("gpus = \"0-{}\"\n", gpus - 1));
         }
+        let state = if index == 0 {
+            self.spec.queue_state
+        } else {
+            QueueState::Ephemeral
+        };
+        if state != QueueState::Ephemeral {
+            toml.push_str("\n[kvs]\ncheckpoint-period = \"1s\"\n");
+        }
         fs::write(conf_dir.join("broker.toml"), toml).map_err(|e| e.to_string())?;
         fs::write(self.root.join(format!("etc/flux/meta/{index}-{name}")), "")
             .map_err(|e| e.to_string())?;
@@ -297,8 +350,17 @@ impl Pod {
             .arg(format!("-o,--config-path={}", conf_dir.display()))
             .arg("-o,-Slog-stderr-level=6")
             // Long randomized runs need the whole log in `flux dmesg`.
-            .arg("-o,-Slog-ring-size=100000")
-            .args(["sh", "-c", &script])
+            .arg("-o,-Slog-ring-size=100000");
+        if state != QueueState::Ephemeral {
+            let statedir = self.queue_statedir();
+            fs::create_dir_all(&statedir).map_err(|e| e.to_string())?;
+            cmd.arg(format!("-o,-Sstatedir={}", statedir.display()))
+                .arg("-o,-Sstatedir-cleanup=0");
+        }
+        if state == QueueState::KeepRunning {
+            cmd.env("FLUX_DISABLE_JOB_CLEANUP", "t");
+        }
+        cmd.args(["sh", "-c", &script])
             .env("PANCAKE_POD_ROOT", &self.root)
             .env_remove("FLUX_URI")
             .stdin(Stdio::piped())
@@ -382,6 +444,83 @@ impl Pod {
         let b = self.launch(name, index, self.spec.nodes)?;
         self.apps[i] = b;
         self.wait_ready(name, Instant::now() + Duration::from_secs(120))
+    }
+
+    /// Where a persistent queue instance keeps its state (see [`QueueState`]).
+    pub fn queue_statedir(&self) -> PathBuf {
+        self.root.join("var/lib/flux-0")
+    }
+
+    /// Stop the queue instance (index 0) as `how` says, leaving the
+    /// application brokers running; [`Pod::start_queue`] starts it again.
+    /// A clean stop that does not end within 90 s (as in [`Pod::shutdown`]),
+    /// or whose `flux start` exits with an error, is an error (the instance
+    /// is then killed).
+    pub fn stop_queue(&mut self, how: QueueStop) -> Result<(), Error> {
+        let b = &mut self.queue;
+        let Some(mut child) = b.child.take() else {
+            return Err("the queue instance is not running".into());
+        };
+        let pgid = Pid::from_raw(child.id() as i32);
+        let result = match how {
+            QueueStop::Crash => {
+                let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+                let _ = child.wait();
+                Ok(())
+            }
+            QueueStop::Clean => {
+                drop(b.stdin.take());
+                let deadline = Instant::now() + Duration::from_secs(90);
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(status)) if status.success() => break Ok(()),
+                        Ok(Some(status)) => {
+                            break Err(format!(
+                                "queue: flux start exited with {status} on a clean stop:\n{}",
+                                b.log_tail()
+                            ));
+                        }
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                        other => {
+                            let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+                            let _ = child.wait();
+                            break Err(format!(
+                                "queue: no clean stop within 90 s ({other:?}):\n{}",
+                                b.log_tail()
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        b.stdin = None;
+        result
+    }
+
+    /// Start the queue instance again after [`Pod::stop_queue`], on the
+    /// same state directory, socket, config and fake hosts (a queue
+    /// container restart), and wait until it is ready. Only a persistent
+    /// queue ([`PodSpec::queue_state`]) can be started again. The stopped
+    /// instance's log is kept as `var/log/flux-0.<n>.log`.
+    pub fn start_queue(&mut self) -> Result<(), Error> {
+        if self.spec.queue_state == QueueState::Ephemeral {
+            return Err("the queue instance keeps no state: set PodSpec::queue_state".into());
+        }
+        if self.queue.child.is_some() {
+            return Err("the queue instance is running: stop_queue first".into());
+        }
+        let log = self.root.join("var/log/flux-0.log");
+        let kept = (1..)
+            .map(|n| self.root.join(format!("var/log/flux-0.{n}.log")))
+            .find(|p| !p.exists())
+            .unwrap_or_default();
+        let _ = fs::rename(&log, kept);
+        let _ = fs::remove_file(self.root.join("run/ready-0"));
+        let _ = fs::remove_file(self.root.join("run/flux-0/local-0"));
+        self.queue = self.launch("queue", 0, self.spec.queue_size)?;
+        self.wait_ready("queue", Instant::now() + Duration::from_secs(120))
     }
 
     /// Stop every instance and check that it went well: every `flux start`
