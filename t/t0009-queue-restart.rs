@@ -46,9 +46,10 @@
 //!   forwarded once after the restart. Pinned by
 //!   `crash_fails_running_jobs_at_reattach`.
 //!
-//! Two module gaps are pinned by ignored tests (see their `ignore` reasons):
-//! pancake keeps forwarding while the queue instance shuts down, and output
-//! written after a restart is not copied to the queue job.
+//! pancake stops starting work when the queue broker enters CLEANUP (a
+//! test checks nothing is forwarded during the shutdown). One gap is pinned
+//! by an ignored test: output written after a restart is not copied to the
+//! queue job.
 
 mod common;
 
@@ -472,14 +473,12 @@ fn crash_fails_running_jobs_at_reattach() {
 }
 
 /// With flux-core's default cleanup the queue is stopped (`flux queue
-/// stop`) before the running jobs are cancelled, so nothing new should
-/// start while the instance shuts down. pancake ignores that: the cancels
-/// free the cores, and it matches and forwards the waiting jobs during the
-/// cleanup. Depending on timing such a job is then cancelled by the
-/// cleanup, makes `flux queue idle` (and so the shutdown) wait for it to
-/// end, or is left running for reattach.
+/// stop`) before the running jobs are cancelled, so nothing new may start
+/// while the instance shuts down: the cancels free cores, but pancake (which
+/// watches the broker enter CLEANUP) matches and forwards nothing more, or
+/// `flux queue idle` would wait on it and the restart hang. The waiting jobs
+/// are forwarded after the restart, once.
 #[test]
-#[ignore = "module fix needed: pancake forwards waiting jobs while the queue broker shuts down (it ignores the broker leaving RUN and `flux queue stop`)"]
 fn nothing_is_forwarded_while_the_queue_shuts_down() {
     let Some(mut pod) = restart_pod("queue restart (drain)", QueueState::Persistent) else {
         return;

@@ -160,6 +160,11 @@ pub enum Event {
     },
     /// The time asked for with [`Action::Wake`] has come.
     Tick,
+    /// The queue broker is shutting down (CLEANUP: `flux queue stop`, then
+    /// its cleanup cancels running jobs): start nothing new (no match, no
+    /// submit, no release) and keep mirroring what already runs. A module
+    /// loaded after the restart takes up the rest.
+    Drain,
     /// Fluxion holds the graph again after [`Action::Reinit`], with no
     /// allocation: every live one is restored before the next match.
     FluxionReset,
@@ -555,6 +560,8 @@ pub struct Dispatcher {
     /// Fluxion is being loaded again ([`Action::Reinit`]): no match until
     /// [`Event::FluxionReset`].
     reinit: bool,
+    /// See [`Event::Drain`].
+    draining: bool,
     /// ... nor until these containers' journal backlogs are in: an
     /// application job whose queue job ended while pancake was away is only
     /// found there, and its cores must be held before anything is matched.
@@ -767,6 +774,7 @@ impl Dispatcher {
             held_app_events: Vec::new(),
             lost_grace: None,
             reinit: false,
+            draining: false,
             stats: Stats::default(),
             now: 0.0,
         }
@@ -910,6 +918,14 @@ impl Dispatcher {
                 }
             }
             Event::Tick => self.on_tick(out),
+            Event::Drain => {
+                if !std::mem::replace(&mut self.draining, true) {
+                    out.push(Action::Log {
+                        id: None,
+                        text: "the queue broker is shutting down: nothing new is matched, forwarded or released".into(),
+                    });
+                }
+            }
             Event::FluxionReset => self.on_fluxion_reset(out),
             Event::RecoveryTimeout => {
                 let gone = self.stop_awaiting();
@@ -950,9 +966,10 @@ impl Dispatcher {
                 self.on_queue_exception(id, &kind, &note, out)
             }
             Event::QueueHeld { id } => {
+                let draining = self.draining;
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.queue_held = true;
-                    if std::mem::take(&mut j.release_pending) && !j.queue_ended {
+                    if !draining && std::mem::take(&mut j.release_pending) && !j.queue_ended {
                         Self::release(j, out);
                     }
                 }
@@ -1576,6 +1593,16 @@ impl Dispatcher {
                     });
                     return;
                 }
+                if self.draining {
+                    // A match answered after the drain began: give it back;
+                    // the job waits for the restarted instance.
+                    j.phase = Phase::Waiting;
+                    self.stats.freed += 1;
+                    out.push(Action::Cancel {
+                        fluxion_id: g.fluxion_id,
+                    });
+                    return;
+                }
                 if let Some(Err(why)) = bad_grant {
                     // Never forward what Fluxion got wrong.
                     j.phase = Phase::Done;
@@ -1744,11 +1771,20 @@ impl Dispatcher {
         let Some(&id) = self.by_app.get(&(container.to_string(), app_id)) else {
             return;
         };
+        let draining = self.draining;
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
         j.app_seen = true;
         match ev {
+            AppEvent::Start if draining => {
+                // Not released now (the queue is stopping): the module loaded
+                // after the restart finds the queue job still held and the
+                // application job running, and releases it then.
+                if matches!(j.phase, Phase::Submitting | Phase::Submitted) && !j.queue_ended {
+                    j.phase = Phase::Running;
+                }
+            }
             AppEvent::Start => {
                 if matches!(j.phase, Phase::Submitting | Phase::Submitted) && !j.queue_ended {
                     j.phase = Phase::Running;
@@ -1916,7 +1952,7 @@ impl Dispatcher {
         if self.capacity.is_some() {
             self.restore_due(out);
         }
-        if self.busy || self.is_recovering() || self.reinit {
+        if self.busy || self.is_recovering() || self.reinit || self.draining {
             return;
         }
         if self.dirty {

@@ -1237,3 +1237,44 @@ fn a_lost_brokers_cores_are_held_until_it_returns_or_the_grace_passes() {
         s.check_end();
     }
 }
+
+/// At queue broker shutdown (CLEANUP) nothing new starts: freed cores are
+/// not matched, a match in flight is given back, a starting application job
+/// is not released; running jobs are still mirrored to the end.
+#[test]
+fn a_draining_queue_starts_nothing_new_and_mirrors_the_rest() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 12);
+    for id in 1..=4 {
+        s.submit(
+            id,
+            "lammps",
+            &Request::nodes(1, Some(10), false).with_duration(60),
+        );
+    }
+    s.submit(5, "ior", &one_core()); // waits: the cluster is full
+    s.step_apps(true); // 1-4 start
+    let released_before = s.records.values().filter(|r| r.released).count();
+    s.feed(Event::Drain);
+    let matches = s.d.stats().matches;
+    s.step_apps(true); // 1-4 finish
+    s.step_apps(true); // ... and clean: their cores are free
+    assert_eq!(
+        s.d.stats().matches,
+        matches,
+        "nothing matched while draining"
+    );
+    assert!(s.d.job(5).unwrap().app_id.is_none(), "job 5 still waits");
+    for id in 1..=4 {
+        assert_eq!(
+            s.queue[&id],
+            Some(Outcome::Finished(0)),
+            "job {id} mirrored"
+        );
+    }
+    assert_eq!(
+        s.records.values().filter(|r| r.released).count(),
+        released_before,
+        "nothing released while draining"
+    );
+    assert_eq!(s.d.stats().granted, s.d.stats().freed);
+}

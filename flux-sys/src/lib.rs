@@ -34,3 +34,8 @@ pub const HAS_RAISE_WAIT_STATUS: bool = cfg!(flux_raise_wait_status);
 /// The number `state-machine.monitor` reports for the broker's SHUTDOWN
 /// state (the instance is going away; rc3 follows) in this flux-core.
 pub const BROKER_STATE_SHUTDOWN: i32 = if cfg!(flux_broker_states_v082) { 7 } else { 6 };
+
+/// The broker's CLEANUP state (the initial program ended; the cleanup
+/// commands, e.g. `flux queue stop` and `flux cancel`, run): the one before
+/// SHUTDOWN in every supported flux-core.
+pub const BROKER_STATE_CLEANUP: i32 = BROKER_STATE_SHUTDOWN - 1;

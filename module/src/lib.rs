@@ -187,6 +187,7 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
     }
     after(&p, RECOVERY_WAIT, |p| feed(p, Event::RecoveryTimeout));
     start_queue_journal(&p)?;
+    watch_broker_state(&p)?;
     let rescan = {
         let weak = Rc::downgrade(&p);
         Watcher::timer(reactor, 5.0, 5.0, move |_, _| {
@@ -404,6 +405,52 @@ fn start_queue_journal(p: &Shared) -> flux::Result<()> {
             Ok(None) => false,
             Err(e) => {
                 log(&p, Level::Err, &format!("queue journal ended: {e}"));
+                false
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Tell the dispatcher when the queue broker starts shutting down (its
+/// CLEANUP state: `flux queue stop`, then the cleanup cancels): from then
+/// on nothing new may start, or `flux queue idle` waits on it and a clean
+/// restart hangs.
+fn watch_broker_state(p: &Shared) -> flux::Result<()> {
+    let f = p.borrow().h.rpc(
+        "state-machine.monitor",
+        Some(&format!(
+            "{{\"final\":{}}}",
+            flux::flux_sys_reexport::BROKER_STATE_CLEANUP
+        )),
+        flux::NODEID_ANY,
+        flux::future::rpc_flags::STREAMING,
+    )?;
+    let weak = Rc::downgrade(p);
+    let pending = p.borrow().pending.clone();
+    pending.stream(f, move |f| {
+        let Some(p) = weak.upgrade() else {
+            return false;
+        };
+        let cleanup = i64::from(flux::flux_sys_reexport::BROKER_STATE_CLEANUP);
+        match f.rpc_get_stream() {
+            Ok(Some(text)) => {
+                let state = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v["state"].as_i64());
+                if state.is_some_and(|s| s >= cleanup) {
+                    feed(&p, Event::Drain);
+                    return false;
+                }
+                true
+            }
+            // The stream ends once the broker is past CLEANUP.
+            Ok(None) => {
+                feed(&p, Event::Drain);
+                false
+            }
+            Err(e) => {
+                log(&p, Level::Warning, &format!("broker state monitor: {e}"));
                 false
             }
         }
