@@ -47,9 +47,8 @@
 //!   `crash_fails_running_jobs_at_reattach`.
 //!
 //! pancake stops starting work when the queue broker enters CLEANUP (a
-//! test checks nothing is forwarded during the shutdown). One gap is pinned
-//! by an ignored test: output written after a restart is not copied to the
-//! queue job.
+//! test checks nothing is forwarded during the shutdown), and a resumed job's
+//! output copy picks up after what its queue job already holds.
 
 mod common;
 
@@ -508,7 +507,6 @@ fn nothing_is_forwarded_while_the_queue_shuts_down() {
 /// `flux job attach` on the queue job should show it, as on the
 /// application broker.
 #[test]
-#[ignore = "module fix needed: a job resumed after a restart (or module reload) gets no output copy; only Action::Release starts one"]
 fn output_written_after_a_restart_reaches_the_queue_job() {
     let Some(mut pod) = restart_pod("queue restart (output)", QueueState::KeepRunning) else {
         return;

@@ -325,6 +325,18 @@ pub enum Action {
         /// Application job id.
         app_id: JobId,
     },
+    /// Copy the output of a resumed, already released job again, after what
+    /// its queue job already holds (the copy died with the earlier module).
+    ResumeOutput {
+        /// Queue job id.
+        id: JobId,
+        /// Container.
+        container: String,
+        /// Application job id.
+        app_id: JobId,
+        /// The queue job already started (its output log can be written).
+        started: bool,
+    },
     /// Release the held queue job with the same R (queue copy: no expiration).
     Release {
         /// Queue job id.
@@ -1157,6 +1169,14 @@ impl Dispatcher {
         let state = match prior.app_id {
             Some(app_id) => {
                 j.app_id = Some(app_id);
+                if prior.released {
+                    out.push(Action::ResumeOutput {
+                        id,
+                        container: j.container.clone(),
+                        app_id,
+                        started: prior.started,
+                    });
+                }
                 j.phase = if prior.released {
                     Phase::Running
                 } else {

@@ -587,6 +587,7 @@ impl Sim {
                 }
             }
             Action::Wake { .. } => self.wake = true,
+            Action::ResumeOutput { .. } => {}
             Action::Log { .. } => {}
         }
     }

@@ -75,6 +75,12 @@ pub(crate) fn perform(p: &Shared, action: Action) {
         } => apps::lookup_app(p, id, &container, app_id),
         Action::Wake { after } => crate::after(p, after, |p| feed(p, Event::Tick)),
         Action::Reinit => apps::reinit_fluxion(p),
+        Action::ResumeOutput {
+            id,
+            container,
+            app_id,
+            started,
+        } => crate::output::resume(p, id, &container, app_id, started),
         Action::Cancel { fluxion_id } => {
             let weak = Rc::downgrade(p);
             let res = p.borrow_mut().fx.cancel(fluxion_id, move |r| {

@@ -44,6 +44,9 @@ pub(crate) struct Copy {
     /// The queue job's namespace is gone (the job ended, e.g. cancelled):
     /// nothing more can be written.
     gone: bool,
+    /// Events of the application's log the queue job already holds (an
+    /// earlier module copied them): counted, not copied again.
+    skip: usize,
 }
 
 impl Copy {
@@ -105,6 +108,46 @@ pub(crate) fn start(p: &Shared, id: JobId, container: &str, app_id: u64) {
     }
 }
 
+/// Copy again the output of a job resumed after a reload or restart: read
+/// how many events its queue job's output log holds, skip as many of the
+/// application's, and copy the rest as [`start`] does.
+pub(crate) fn resume(p: &Shared, id: JobId, container: &str, app_id: u64, started: bool) {
+    {
+        let mut st = p.borrow_mut();
+        let c = st.outputs.copies.entry(id).or_default();
+        c.started = started;
+    }
+    let key = match flux::job::kvs_key(id, "guest.output") {
+        Ok(k) => k,
+        Err(_) => return start(p, id, container, app_id),
+    };
+    let f = p.borrow().h.kvs_lookup(&key);
+    let weak = Rc::downgrade(p);
+    let container = container.to_string();
+    let res = f.and_then(|f| {
+        let pending = p.borrow().pending.clone();
+        pending.spawn(f, 30.0, move |f| {
+            let Some(p) = weak.upgrade() else { return };
+            // Nothing there yet (ENOENT) means nothing to skip.
+            let held = f.kvs_lookup_get().map(|t| t.lines().count()).unwrap_or(0);
+            if let Some(c) = p.borrow_mut().outputs.copies.get_mut(&id) {
+                c.skip = held;
+            }
+            start(&p, id, &container, app_id);
+        })
+    });
+    if let Err(e) = res {
+        log(
+            p,
+            Level::Warning,
+            &format!(
+                "{}: cannot resume the output copy: {e}",
+                flux::job::id_f58(id)
+            ),
+        );
+    }
+}
+
 fn on_event(p: &Shared, id: JobId, text: &str) {
     let ev: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     let mut flush = false;
@@ -125,7 +168,11 @@ fn on_event(p: &Shared, id: JobId, text: &str) {
             Some("eof") => c.eofs += 1,
             _ => {}
         }
-        c.buffer.push(text.trim_end().to_string());
+        if c.skip > 0 {
+            c.skip -= 1;
+        } else {
+            c.buffer.push(text.trim_end().to_string());
+        }
         if c.expected_eofs.is_some_and(|n| c.eofs >= n) {
             c.ended = true;
         }
