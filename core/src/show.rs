@@ -204,16 +204,30 @@ impl Table {
                     line.push(' ');
                 }
                 if right {
-                    let _ = write!(line, "{cell:>w$}");
+                    pad(&mut line, cell, w, true);
                 } else if i + 1 == n {
                     line.push_str(cell);
                 } else {
-                    let _ = write!(line, "{cell:<w$}");
+                    pad(&mut line, cell, w, false);
                 }
             }
             out.push_str(line.trim_end());
             out.push('\n');
         }
+    }
+}
+
+/// `s` padded with blanks to `width` characters (before it when `right`).
+/// Not `format!`'s `{:w$}`: that panics for a width over 65535, which one
+/// long container name or a node with that many cores makes.
+fn pad(out: &mut String, s: &str, width: usize, right: bool) {
+    let fill = width.saturating_sub(s.chars().count());
+    if right {
+        out.extend(std::iter::repeat_n(' ', fill));
+        out.push_str(s);
+    } else {
+        out.push_str(s);
+        out.extend(std::iter::repeat_n(' ', fill));
     }
 }
 
@@ -551,15 +565,22 @@ pub fn map(v: &Value, style: &Style) -> Result<String, ShowError> {
         .unwrap_or(0)
         .max("CORES".len());
     let mut out = String::new();
-    let _ = write!(out, "{:>rank_w$} {:<host_w$} ", "RANK", "HOSTNAME");
+    pad(&mut out, "RANK", rank_w, true);
+    out.push(' ');
+    pad(&mut out, "HOSTNAME", host_w, false);
+    out.push(' ');
     if has_gpus {
-        let _ = writeln!(out, "{:<core_w$} GPUS", "CORES");
+        pad(&mut out, "CORES", core_w, false);
+        out.push_str(" GPUS\n");
     } else {
         let _ = writeln!(out, "CORES");
     }
     for r in &l.rows {
         let host = r.host.as_deref().unwrap_or("-");
-        let _ = write!(out, "{:>rank_w$} {host:<host_w$} ", r.rank);
+        pad(&mut out, &r.rank.to_string(), rank_w, true);
+        out.push(' ');
+        pad(&mut out, host, host_w, false);
+        out.push(' ');
         out.push_str(&marks(&r.cores, style.color));
         if has_gpus {
             // Pad by the uncoloured width: escapes take no columns.
@@ -591,15 +612,19 @@ pub fn map(v: &Value, style: &Style) -> Result<String, ShowError> {
             PALETTE[i % PALETTE.len()],
             &mark(i).to_string(),
         );
+        out.push(' ');
+        pad(&mut out, name, name_w, false);
         let _ = writeln!(
             out,
-            " {name:<name_w$} {}, {}",
+            " {}, {}",
             what(Some(i)),
             plural(l.jobs[i] as usize, "job", "jobs")
         );
     }
     paint(&mut out, style.color, "2", &FREE.to_string());
-    let _ = writeln!(out, " {:<name_w$} {}", "free", what(None));
+    out.push(' ');
+    pad(&mut out, "free", name_w, false);
+    let _ = writeln!(out, " {}", what(None));
     let overlap = |pick: fn(&Row) -> &[Cell]| {
         l.rows
             .iter()
@@ -1004,6 +1029,36 @@ mod tests {
         assert!(map(&v, &Style::plain()).is_err());
         // Real graphs are far below the limit.
         assert!(map(&status_with(vec![], graph(64, 128)), &Style::plain()).is_ok());
+    }
+
+    #[test]
+    fn very_wide_columns_do_not_panic() {
+        // Found by pancake-fuzz: format!'s `{:w$}` panics for widths over
+        // 65535, made by a long container name or a node with that many
+        // cores (and a GPU, so the cores column is padded).
+        let long = "c".repeat(70_000);
+        let r1 = r(&[(0, "0-1", "")], Some("n0"));
+        let mut v = status_with(
+            vec![job(1, &long, "running", Some(1), Some(7), Some(r1))],
+            r(&[(0, "0-69999", "0")], Some("n0")),
+        );
+        v["containers"][0]["name"] = json!(long);
+        let text = status(&v, &Style::plain()).unwrap();
+        assert!(text.contains(&long));
+        let text = jobs(&v, &Style::plain()).unwrap();
+        assert!(text.contains(&long));
+        let text = map(&v, &Style::plain()).unwrap();
+        assert!(
+            text.lines().next().unwrap().ends_with(" GPUS"),
+            "{}",
+            &text[..200]
+        );
+        // Narrow tables are padded as before.
+        let text = map(&status_with(vec![], graph(2, 4)), &Style::plain()).unwrap();
+        assert!(
+            text.starts_with("RANK HOSTNAME CORES\n   0 node-0   ....\n"),
+            "{text}"
+        );
     }
 
     #[test]
