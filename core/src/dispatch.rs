@@ -556,6 +556,8 @@ pub struct Dispatcher {
     pass: Vec<JobId>,
     cursor: usize,
     reserve_used: bool,
+    /// Jobs submitted since the last scheduling call, to join the pass.
+    arrivals: Vec<JobId>,
     /// The EASY reservation of this pass, cancelled before the next pass.
     reservation: Option<i64>,
     /// Graph capacity, to fail never-satisfiable requests at once.
@@ -778,6 +780,7 @@ impl Dispatcher {
             pass: Vec::new(),
             cursor: 0,
             reserve_used: false,
+            arrivals: Vec::new(),
             reservation: None,
             capacity: None,
             graph: None,
@@ -1144,7 +1147,11 @@ impl Dispatcher {
                 lost: None,
             },
         );
-        self.dirty = true;
+        // Not a new pass: nothing was freed, so the jobs this pass already
+        // tried would only be refused again (a futile Fluxion call per
+        // submission while the cluster is full). The new job joins the
+        // pass in its place.
+        self.arrivals.push(id);
     }
 
     /// Take up a job an earlier pancake matched (and maybe forwarded),
@@ -1951,6 +1958,31 @@ impl Dispatcher {
         self.reap(id);
     }
 
+    /// Where a job stands in the queue (smaller first).
+    fn queue_key(j: &Job) -> (std::cmp::Reverse<i64>, f64, JobId) {
+        (std::cmp::Reverse(j.priority), j.t_submit, j.id)
+    }
+
+    /// Put newly submitted job `id` into the current pass, in queue order
+    /// among the jobs not visited yet.
+    fn join_pass(&mut self, id: JobId) {
+        let Some(key) = self.jobs.get(&id).map(Self::queue_key) else {
+            return;
+        };
+        let after = |other: &JobId| {
+            self.jobs.get(other).map(Self::queue_key).is_some_and(|k| {
+                k.0.cmp(&key.0)
+                    .then(k.1.total_cmp(&key.1))
+                    .then(k.2.cmp(&key.2))
+                    .is_gt()
+            })
+        };
+        let at = (self.cursor..self.pass.len())
+            .find(|&i| after(&self.pass[i]))
+            .unwrap_or(self.pass.len());
+        self.pass.insert(at, id);
+    }
+
     /// The waiting jobs in queue order: priority, then submit time, then id.
     fn queue_order(&self) -> Vec<JobId> {
         let mut v: Vec<&Job> = self
@@ -1988,6 +2020,10 @@ impl Dispatcher {
             self.pass = self.queue_order();
             self.cursor = 0;
             self.reserve_used = false;
+            self.arrivals.clear();
+        }
+        for id in std::mem::take(&mut self.arrivals) {
+            self.join_pass(id);
         }
         while let Some(&id) = self.pass.get(self.cursor) {
             if self.tried.contains(&id) {

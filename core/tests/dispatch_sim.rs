@@ -1279,3 +1279,25 @@ fn a_draining_queue_starts_nothing_new_and_mirrors_the_rest() {
     );
     assert_eq!(s.d.stats().granted, s.d.stats().freed);
 }
+
+/// While the cluster is full and the head of the queue was refused, new
+/// submissions cost no Fluxion call (nothing was freed: they could only be
+/// refused); the next free starts a new pass that tries them all.
+#[test]
+fn submissions_behind_a_blocked_head_ask_fluxion_nothing() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 13);
+    for id in 1..=4 {
+        s.submit(
+            id,
+            "lammps",
+            &Request::nodes(1, Some(10), false).with_duration(60),
+        );
+    }
+    s.submit(5, "ior", &one_core()); // refused: the head now waits
+    let matches = s.d.stats().matches;
+    for id in 6..=30 {
+        s.submit(id, "ior", &one_core());
+    }
+    assert_eq!(s.d.stats().matches, matches, "no futile Fluxion call");
+    s.check_end(); // every job still runs, once cores are freed
+}

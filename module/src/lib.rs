@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use flux::{Handle, HandleRef, Level, Pending, Role, Table, Timers, Watcher};
-use pancake_core::dispatch::{Capacity, Dispatcher, Event, JobId, Prior};
+use pancake_core::dispatch::{AppEvent, Capacity, Dispatcher, Event, JobId, Prior};
 use pancake_core::journal;
 use pancake_core::options::Options;
 use serde_json::json;
@@ -120,6 +120,20 @@ const RECOVERY_WAIT: f64 = 10.0;
 
 /// Feed an event to the dispatcher and carry out what it asks.
 pub(crate) fn feed(p: &Shared, event: Event) {
+    // An application job that is clean with no output header never had a
+    // job shell (test exec, or a shell that never started): its output
+    // copy must not hold the queue job's finish for the grace period.
+    let clean = match &event {
+        Event::App {
+            container,
+            app_id,
+            event: AppEvent::Clean,
+        } => Some((container.clone(), *app_id)),
+        _ => None,
+    };
+    if let Some((container, app_id)) = clean {
+        output::app_clean(p, &container, app_id);
+    }
     let actions = {
         let mut st = p.borrow_mut();
         let now = st.h.reactor().map(|r| r.now()).unwrap_or(0.0);

@@ -47,6 +47,8 @@ pub(crate) struct Copy {
     /// Events of the application's log the queue job already holds (an
     /// earlier module copied them): counted, not copied again.
     skip: usize,
+    /// The application job copied from: container and id.
+    app: Option<(String, u64)>,
 }
 
 impl Copy {
@@ -63,7 +65,8 @@ pub(crate) struct Outputs {
 
 /// Start copying `app_id`'s output on `container` to queue job `id`.
 pub(crate) fn start(p: &Shared, id: JobId, container: &str, app_id: u64) {
-    p.borrow_mut().outputs.copies.entry(id).or_default();
+    p.borrow_mut().outputs.copies.entry(id).or_default().app =
+        Some((container.to_string(), app_id));
     let f = {
         let st = p.borrow();
         let Some(c) = st.containers.iter().find(|c| c.name == container) else {
@@ -105,6 +108,22 @@ pub(crate) fn start(p: &Shared, id: JobId, container: &str, app_id: u64) {
         && let Some(c) = p.borrow_mut().outputs.copies.get_mut(&id)
     {
         c.stream = Some((container_name, sid));
+    }
+}
+
+/// Application job `app_id` on `container` is clean: if its output log
+/// never showed a header, it has none (no job shell ran), so the copy is
+/// over.
+pub(crate) fn app_clean(p: &Shared, container: &str, app_id: u64) {
+    let id = p.borrow().outputs.copies.iter().find_map(|(id, c)| {
+        let ours = c
+            .app
+            .as_ref()
+            .is_some_and(|(n, a)| n == container && *a == app_id);
+        (ours && c.expected_eofs.is_none()).then_some(*id)
+    });
+    if let Some(id) = id {
+        ended(p, id);
     }
 }
 
