@@ -117,6 +117,8 @@ pub struct Job {
     pub sent: f64,
     /// When the submit RPC answered.
     pub answered: f64,
+    /// When the bench counted it done (its `clean` time).
+    pub done: Option<f64>,
 }
 
 /// A finished run.
@@ -474,6 +476,7 @@ fn complete(run: &Run, st: &mut Driver, seq: usize, t: f64) {
     st.in_flight -= 1;
     st.last_progress = now();
     st.last_done = st.last_done.max(t);
+    st.jobs[seq].done = Some(t);
     if let Some(slot) = st.slot_of.remove(&seq) {
         st.free_slots.push(slot);
     }

@@ -82,11 +82,12 @@ struct Opts {
     pipeline: usize,
     csv: Option<PathBuf>,
     perf: Option<PathBuf>,
+    stall: f64,
 }
 
 const USAGE: &str = "usage: pancake-bench [--jobs N] [--serial N] [--waiting N] \
 [--modes direct,pancake,grpc] [--exec real,test] [--direct-containers K] \
-[--pipeline N] [--csv FILE] [--perf DIR]";
+[--pipeline N] [--stall SECS] [--csv FILE] [--perf DIR]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -99,6 +100,7 @@ fn parse_opts() -> Result<Opts, String> {
         pipeline: 64,
         csv: None,
         perf: None,
+        stall: 60.0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -116,6 +118,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--direct-containers" => o.direct_containers = num(val()?)?.clamp(1, 3),
             "--pipeline" => o.pipeline = num(val()?)?.max(1),
             "--csv" => o.csv = Some(PathBuf::from(val()?)),
+            "--stall" => o.stall = num(val()?)? as f64,
             "--perf" => o.perf = Some(PathBuf::from(val()?)),
             "--modes" => {
                 o.modes = val()?
@@ -159,6 +162,8 @@ struct Measure {
     mode: &'static str,
     phase: &'static str,
     jobs: usize,
+    /// Jobs seen to complete (`clean`) before the run ended.
+    completed: usize,
     failed: usize,
     wall: f64,
     submit_secs: f64,
@@ -166,6 +171,10 @@ struct Measure {
     start_lat: Vec<f64>,
     /// application finish → queue finish, seconds (pancake only).
     mirror_lat: Vec<f64>,
+    /// Pancake: queue submit → application submit (matching and forwarding).
+    fwd_lat: Vec<f64>,
+    /// application submit → application start.
+    app_lat: Vec<f64>,
     cpu: Snapshot,
     load_before: String,
     load_after: String,
@@ -173,8 +182,9 @@ struct Measure {
 }
 
 impl Measure {
+    /// Completed jobs per second, first submit to last completion.
     fn rate(&self) -> f64 {
-        self.jobs as f64 / self.wall
+        self.completed as f64 / self.wall
     }
     /// CPU milliseconds per job of group `k` (own time).
     fn ms(&self, k: &str) -> f64 {
@@ -516,10 +526,13 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
             max_in_flight: in_flight,
             pipeline: opts.pipeline,
             urgency: 16,
-            stall_timeout: 120.0,
+            stall_timeout: opts.stall,
             done_on_submit: false,
         });
         let after = probe.sample();
+        if r.error.is_some() {
+            eprintln!("{}", stuck_report(&pod, &c, &r, pancake));
+        }
         let mut m = analyse(&c, &r, pancake);
         m.exec = exec.name();
         m.mode = mode.name();
@@ -532,7 +545,8 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
     if opts.jobs > 0 {
         let m = run(opts.jobs, usize::MAX, "throughput");
         eprintln!(
-            "   throughput: {} jobs in {:.2} s = {:.1} jobs/s ({} failed){}",
+            "   throughput: {} of {} jobs completed in {:.2} s = {:.1} jobs/s ({} failed){}",
+            m.completed,
             m.jobs,
             m.wall,
             m.rate(),
@@ -568,6 +582,101 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
     Ok(out)
 }
 
+/// What the brokers know of the first few jobs that never completed.
+fn stuck_report(pod: &Pod, c: &Client, r: &RunResult, pancake: bool) -> String {
+    let mut s = String::new();
+    let seen = c.seen.borrow();
+    let status: Value = if pancake {
+        c.rpc(0, "pancake.status", "{}")
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    for j in r.jobs.iter().filter(|j| j.done.is_none()).take(3) {
+        let b = if j.conn == 0 {
+            &pod.queue
+        } else {
+            pod.app(c.name(j.conn))
+        };
+        let id = j.id.to_string();
+        let _ = writeln!(
+            s,
+            "   stuck: {} job {} (submitted {:.3}):\n{}",
+            b.name,
+            flux::job::id_f58(j.id),
+            j.sent,
+            b.run(&["job", "eventlog", &id]).unwrap_or_else(|e| e)
+        );
+        let exec = b
+            .run(&["job", "eventlog", "-p", "guest.exec.eventlog", &id])
+            .unwrap_or_else(|e| e);
+        // Flux prints `ƒ` or `f` before an F58 id depending on the locale.
+        let f58 = flux::job::encode(j.id, "f58plain").unwrap_or_default();
+        let f58 = f58.get(1..).unwrap_or_default().to_string();
+        let log = pod.queue.run(&["dmesg"]).unwrap_or_default();
+        let mentions: Vec<&str> = log.lines().filter(|l| l.contains(&f58)).collect();
+        let _ = writeln!(
+            s,
+            "   its exec eventlog:\n{exec}\n   dmesg lines naming it:\n{}",
+            mentions.join("\n")
+        );
+        if pancake {
+            let entry = status["jobs"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["id"].as_u64() == Some(j.id)))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let _ = writeln!(s, "   pancake.status: {entry}");
+            for (conn, jobs) in seen.iter().enumerate().skip(1) {
+                for (app_id, a) in jobs {
+                    if a.queue_id == Some(j.id) {
+                        let _ = writeln!(
+                            s,
+                            "   its {} job {}:\n{}",
+                            c.name(conn),
+                            flux::job::id_f58(*app_id),
+                            pod.app(c.name(conn))
+                                .run(&["job", "eventlog", &app_id.to_string()])
+                                .unwrap_or_else(|e| e)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if pancake {
+        let log = pod.queue.run(&["dmesg"]).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                [
+                    ".err[",
+                    ".crit[",
+                    ".warning[",
+                    ".alert[",
+                    ".emerg[",
+                    "panic",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+            })
+            .collect();
+        let panics: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("panic"))
+            .take(10)
+            .collect();
+        let _ = writeln!(
+            s,
+            "   queue broker warnings and errors in dmesg (last 20):\n{}\n   panics (first 10):\n{}",
+            lines[lines.len().saturating_sub(20)..].join("\n"),
+            panics.join("\n")
+        );
+    }
+    s
+}
+
 /// Turn a run and the journals into latencies and counts.
 fn analyse(c: &Client, r: &RunResult, pancake: bool) -> Measure {
     let seen = c.seen.borrow();
@@ -584,14 +693,15 @@ fn analyse(c: &Client, r: &RunResult, pancake: bool) -> Measure {
     }
     let mut m = Measure {
         jobs: r.jobs.len(),
+        completed: r.jobs.iter().filter(|j| j.done.is_some()).count(),
         wall: r.last_done - r.first_sent,
         submit_secs: r.last_answered - r.first_sent,
         error: r.error.clone(),
         ..Measure::default()
     };
     for j in &r.jobs {
-        let Some(own) = seen[j.conn].get(&j.id) else {
-            m.failed += 1;
+        // Jobs that never completed are counted apart (`completed`).
+        let Some(own) = seen[j.conn].get(&j.id).filter(|_| j.done.is_some()) else {
             continue;
         };
         let app = if pancake {
@@ -606,6 +716,12 @@ fn analyse(c: &Client, r: &RunResult, pancake: bool) -> Measure {
         if let (Some(t0), Some(app)) = (own.submit, app) {
             if let Some(t1) = app.start {
                 m.start_lat.push(t1 - t0);
+            }
+            if let Some(a0) = app.submit {
+                m.fwd_lat.push(a0 - t0);
+                if let Some(t1) = app.start {
+                    m.app_lat.push(t1 - a0);
+                }
             }
             if pancake && let (Some(f0), Some(f1)) = (app.finish, own.finish) {
                 m.mirror_lat.push(f1 - f0);
@@ -638,7 +754,7 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
         max_in_flight: usize::MAX,
         pipeline: opts.pipeline,
         urgency: 0,
-        stall_timeout: 120.0,
+        stall_timeout: opts.stall,
         done_on_submit: true,
     };
     // Settle, then weigh.
@@ -723,7 +839,7 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
     );
     let _ = writeln!(
         s,
-        "| exec | mode | jobs (failed) | wall s | jobs/s | × direct | submit→start p50 / p99 ms | p50 − direct ms | app finish→queue finish p50 / p99 ms | load before → after |"
+        "| exec | mode | completed / jobs (failed) | wall s | jobs/s | × direct | submit→start p50 / p99 ms | p50 − direct ms | app finish→queue finish p50 / p99 ms | load before → after |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for m in results.iter().filter(|m| m.phase == "throughput") {
@@ -742,9 +858,10 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
             .unwrap_or(f64::NAN);
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}) | {:.2} | {:.1} | {:.2} | {} / {} | {} | {} / {} | {} → {} |{}",
+            "| {} | {} | {} / {} ({}) | {:.2} | {:.1} | {:.2} | {} / {} | {} | {} / {} | {} → {} |{}",
             m.exec,
             m.mode,
+            m.completed,
             m.jobs,
             m.failed,
             m.wall,
@@ -821,10 +938,10 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
     if opts.serial > 0 {
         let _ = writeln!(
             s,
-            "\n## One job in flight ({} jobs each)\n\n| exec | mode | submit→start p50 / p99 ms | p50 − direct ms | app finish→queue finish p50 / p99 ms |",
+            "\n## One job in flight ({} jobs each)\n\n| exec | mode | submit→start p50 / p99 ms | p50 − direct ms | of which queue submit→app submit p50 ms | app submit→start p50 ms | app finish→queue finish p50 / p99 ms |",
             opts.serial
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
         for m in results.iter().filter(|m| m.phase == "one-at-a-time") {
             let d = direct(m.exec, "one-at-a-time");
             let (p50, p99) = p50_p99_ms(&m.start_lat);
@@ -834,7 +951,7 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
                 .unwrap_or(f64::NAN);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} / {} | {} | {} / {} |{}",
+                "| {} | {} | {} / {} | {} | {} | {} | {} / {} |{}",
                 m.exec,
                 m.mode,
                 fmt_ms(p50),
@@ -844,6 +961,12 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
                 } else {
                     fmt_ms(added)
                 },
+                if m.mode == "direct" {
+                    "-".into()
+                } else {
+                    fmt_ms(stats::quantile(&m.fwd_lat, 0.5) * 1e3)
+                },
+                fmt_ms(stats::quantile(&m.app_lat, 0.5) * 1e3),
                 fmt_ms(f50),
                 fmt_ms(f99),
                 m.error
@@ -972,6 +1095,7 @@ fn csv(results: &[Measure], mem: Option<&Memory>) -> String {
         let (p50, p99) = p50_p99_ms(&m.start_lat);
         let (f50, f99) = p50_p99_ms(&m.mirror_lat);
         put("jobs", m.jobs as f64, "jobs");
+        put("completed", m.completed as f64, "jobs");
         put("failed", m.failed as f64, "jobs");
         put("wall", m.wall, "s");
         put("throughput", m.rate(), "jobs/s");
@@ -980,6 +1104,16 @@ fn csv(results: &[Measure], mem: Option<&Memory>) -> String {
         put("submit_to_start_p99", p99, "ms");
         put("mirror_finish_p50", f50, "ms");
         put("mirror_finish_p99", f99, "ms");
+        put(
+            "queue_to_app_submit_p50",
+            stats::quantile(&m.fwd_lat, 0.5) * 1e3,
+            "ms",
+        );
+        put(
+            "app_submit_to_start_p50",
+            stats::quantile(&m.app_lat, 0.5) * 1e3,
+            "ms",
+        );
         put("cpu_queue_brokers", m.ms("queue"), "ms/job");
         put("cpu_app_brokers", m.apps_ms(), "ms/job");
         put("cpu_module_thread", m.ms("module"), "ms/job");
