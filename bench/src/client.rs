@@ -426,9 +426,9 @@ fn pump(run: &Rc<Run>) {
                     Ok(id) => {
                         st.jobs[seq].id = id;
                         st.index.insert((conn, id), seq);
-                        if run.spec.done_on_submit {
-                            complete(&run, &mut st, seq, now());
-                        } else if st.cleaned_early.remove(&(conn, id)) {
+                        // Held jobs are done once submitted; others may
+                        // have ended before their submit answered.
+                        if run.spec.done_on_submit || st.cleaned_early.remove(&(conn, id)) {
                             complete(&run, &mut st, seq, now());
                         }
                     }
@@ -515,16 +515,15 @@ fn record(seen: &mut HashMap<u64, Seen>, id: u64, entry: &journal::JournalEntry)
                 s.finish = Some(t);
                 s.status = ev.context.get("status").and_then(Value::as_i64);
             }
-            "exception" => {
+            "exception"
                 if ev.context.get("severity").and_then(Value::as_i64) == Some(0)
-                    && s.exception.is_none()
-                {
-                    s.exception = ev
-                        .context
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                }
+                    && s.exception.is_none() =>
+            {
+                s.exception = ev
+                    .context
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
             "clean" => {
                 s.clean = Some(t);
