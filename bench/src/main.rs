@@ -83,11 +83,12 @@ struct Opts {
     csv: Option<PathBuf>,
     perf: Option<PathBuf>,
     stall: f64,
+    trace: bool,
 }
 
 const USAGE: &str = "usage: pancake-bench [--jobs N] [--serial N] [--waiting N] \
 [--modes direct,pancake,grpc] [--exec real,test] [--direct-containers K] \
-[--pipeline N] [--stall SECS] [--csv FILE] [--perf DIR]";
+[--pipeline N] [--stall SECS] [--trace] [--csv FILE] [--perf DIR]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -101,6 +102,7 @@ fn parse_opts() -> Result<Opts, String> {
         csv: None,
         perf: None,
         stall: 60.0,
+        trace: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -119,6 +121,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--pipeline" => o.pipeline = num(val()?)?.max(1),
             "--csv" => o.csv = Some(PathBuf::from(val()?)),
             "--stall" => o.stall = num(val()?)? as f64,
+            "--trace" => o.trace = true,
             "--perf" => o.perf = Some(PathBuf::from(val()?)),
             "--modes" => {
                 o.modes = val()?
@@ -179,6 +182,8 @@ struct Measure {
     load_before: String,
     load_after: String,
     error: Option<String>,
+    /// Things noticed on the way (a failed pod shutdown...).
+    notes: Vec<String>,
 }
 
 impl Measure {
@@ -218,6 +223,8 @@ struct Memory {
     rss0: u64,
     rss1: u64,
     rss2: u64,
+    /// After `flux module remove pancake`.
+    rss3: u64,
     tracked: usize,
     jobspec_bytes: usize,
     load: String,
@@ -228,6 +235,11 @@ impl Memory {
     /// KiB per waiting container job, all of the queue broker's growth.
     fn raw_per_job(&self) -> f64 {
         (self.rss1 as f64 - self.rss0 as f64) / self.waiting as f64
+    }
+    /// What unloading the module gave back, per waiting job (a lower bound:
+    /// glibc returns only free pages at the top of an arena).
+    fn freed_per_job(&self) -> f64 {
+        (self.rss2 as f64 - self.rss3 as f64) / self.waiting as f64
     }
     /// Minus what the same number of plain held jobs cost the broker.
     fn module_per_job(&self) -> f64 {
@@ -378,19 +390,62 @@ fn slot_r(spec: &PodSpec, s: usize) -> Result<Rv1, String> {
     Rv1::parse(&text).map_err(|e| e.to_string())
 }
 
-/// Start `perf record` on `pid` into `file` (stopped with SIGINT later).
-fn start_perf(pid: i32, file: &std::path::Path) -> Option<Child> {
-    Command::new("perf")
-        .args(["record", "-g", "-F", "999", "-p", &pid.to_string(), "-o"])
-        .arg(file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()
+/// Start `perf record` into `dir/<name>.data` (stopped with SIGINT later):
+/// the whole queue broker without call graphs (where its time goes, thread
+/// by thread), and the module's own threads with DWARF call graphs (Rust
+/// code has no frame pointers, so `-g` alone loses the callers).
+fn start_perf(pid: i32, dir: &std::path::Path, name: &str) -> Vec<Child> {
+    let _ = std::fs::create_dir_all(dir);
+    let threads = procstat::threads(pid);
+    let tids: Vec<String> = ["pancake", "pancake-worker"]
+        .iter()
+        .filter_map(|t| threads.get(*t))
+        .flatten()
+        .map(|t| t.to_string())
+        .collect();
+    let mut out = Vec::new();
+    let mut spawn = |args: Vec<String>| {
+        if let Ok(c) = Command::new("perf")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            out.push(c);
+        }
+    };
+    let file = |suffix: &str| {
+        dir.join(format!("{name}{suffix}.data"))
+            .display()
+            .to_string()
+    };
+    spawn(vec![
+        "record".into(),
+        "-F".into(),
+        "999".into(),
+        "-p".into(),
+        pid.to_string(),
+        "-o".into(),
+        file("-broker"),
+    ]);
+    if !tids.is_empty() {
+        spawn(vec![
+            "record".into(),
+            "--call-graph".into(),
+            "dwarf,16384".into(),
+            "-F".into(),
+            "999".into(),
+            "-t".into(),
+            tids.join(","),
+            "-o".into(),
+            file("-module"),
+        ]);
+    }
+    out
 }
 
-fn stop_perf(child: Option<Child>) {
-    if let Some(mut c) = child {
+fn stop_perf(children: Vec<Child>) {
+    for mut c in children {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(c.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -504,18 +559,12 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
 
     let mut out = Vec::new();
     let perf = match (&opts.perf, pancake) {
-        (Some(dir), true) => {
-            let _ = std::fs::create_dir_all(dir);
-            start_perf(
-                qpid,
-                &dir.join(format!(
-                    "perf-{}-{}.data",
-                    exec.name(),
-                    mode.name().replace('+', "-")
-                )),
-            )
-        }
-        _ => None,
+        (Some(dir), true) => start_perf(
+            qpid,
+            dir,
+            &format!("perf-{}-{}", exec.name(), mode.name().replace('+', "-")),
+        ),
+        _ => Vec::new(),
     };
     let run = |jobs: usize, in_flight: usize, phase: &'static str| -> Measure {
         let load_before = loadavg();
@@ -532,6 +581,12 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
         let after = probe.sample();
         if r.error.is_some() {
             eprintln!("{}", stuck_report(&pod, &c, &r, pancake));
+        }
+        if opts.trace
+            && phase == "one-at-a-time"
+            && let Some(last) = r.jobs.last()
+        {
+            eprintln!("{}", trace(&pod, &c, last, pancake));
         }
         let mut m = analyse(&c, &r, pancake);
         m.exec = exec.name();
@@ -578,8 +633,52 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
     }
     drop(c);
     drop(server);
-    pod.shutdown()?;
+    // A failed shutdown (a broker that exited non-zero, a survivor) is a
+    // finding, not a reason to throw the numbers away.
+    if let Err(e) = pod.shutdown() {
+        let first = e.lines().next().unwrap_or("").to_string();
+        eprintln!("   pod shutdown failed: {e}");
+        for m in &mut out {
+            m.notes.push(format!("pod shutdown failed: {first}"));
+        }
+    }
     Ok(out)
+}
+
+/// The eventlogs of one job, queue side and application side.
+fn trace(pod: &Pod, c: &Client, j: &client::Job, pancake: bool) -> String {
+    let mut s = String::new();
+    let b = if j.conn == 0 {
+        &pod.queue
+    } else {
+        pod.app(c.name(j.conn))
+    };
+    let id = j.id.to_string();
+    let _ = writeln!(
+        s,
+        "   trace: {} job {}:\n{}",
+        b.name,
+        flux::job::id_f58(j.id),
+        b.run(&["job", "eventlog", &id]).unwrap_or_else(|e| e)
+    );
+    if pancake {
+        let seen = c.seen.borrow();
+        for (conn, jobs) in seen.iter().enumerate().skip(1) {
+            for (app_id, a) in jobs {
+                if a.queue_id == Some(j.id) {
+                    let _ = writeln!(
+                        s,
+                        "   its {} job:\n{}",
+                        c.name(conn),
+                        pod.app(c.name(conn))
+                            .run(&["job", "eventlog", &app_id.to_string()])
+                            .unwrap_or_else(|e| e)
+                    );
+                }
+            }
+        }
+    }
+    s
 }
 
 /// What the brokers know of the first few jobs that never completed.
@@ -778,12 +877,20 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
         .unwrap_or(Value::Null);
     m.tracked = st["jobs"].as_array().map(Vec::len).unwrap_or(0);
+    drop(st);
+    // The module's own heap lives in its thread's malloc arena: unloading it
+    // frees that at once, and glibc trims the arena's free top.
+    pod.queue.run(&["module", "remove", "pancake"])?;
+    quiesce(qpid, None);
+    m.rss3 = procstat::rss_kib(qpid);
     eprintln!(
-        "   RSS {} → {} KiB with {} held container jobs ({} tracked by pancake) → {} KiB with as many plain held jobs",
-        m.rss0, m.rss1, opts.waiting, m.tracked, m.rss2
+        "   RSS {} → {} KiB with {} held container jobs ({} tracked by pancake) → {} KiB with as many plain held jobs → {} KiB after unloading pancake",
+        m.rss0, m.rss1, opts.waiting, m.tracked, m.rss2, m.rss3
     );
     drop(c);
-    pod.shutdown()?;
+    if let Err(e) = pod.shutdown() {
+        eprintln!("   pod shutdown failed: {e}");
+    }
     Ok(m)
 }
 
@@ -811,6 +918,12 @@ fn quiesce(pid: i32, thread: Option<&str>) {
         }
         last = now;
     }
+}
+
+/// The first line of `e`, at most 160 characters.
+fn short(e: &str) -> String {
+    let line = e.lines().next().unwrap_or("");
+    line.chars().take(160).collect()
 }
 
 fn fmt_ms(v: f64) -> String {
@@ -846,7 +959,13 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
         if let Some(e) = &m.error
             && m.jobs == 0
         {
-            let _ = writeln!(s, "| {} | {} | failed: {e} | | | | | | | |", m.exec, m.mode);
+            let _ = writeln!(
+                s,
+                "| {} | {} | failed: {} | | | | | | | |",
+                m.exec,
+                m.mode,
+                short(e)
+            );
             continue;
         }
         let d = direct(m.exec, "throughput");
@@ -879,9 +998,11 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
             m.load_before,
             m.load_after,
             m.error
-                .as_ref()
-                .map(|e| format!(" ERROR: {e}"))
-                .unwrap_or_default()
+                .iter()
+                .map(|e| short(e))
+                .chain(m.notes.iter().map(|n| short(n)))
+                .map(|e| format!(" {e}"))
+                .collect::<String>()
         );
     }
     let _ = writeln!(
@@ -985,18 +1106,21 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "queue broker (rank 0) VmRSS: {} KiB idle → {} KiB with {} held container jobs ({} tracked by pancake; jobspec {} bytes, environment included) → {} KiB after as many held plain jobs (load {}).\n\n\
+                    "queue broker (rank 0) VmRSS: {} KiB idle → {} KiB with {} held container jobs ({} tracked by pancake; jobspec {} bytes, environment included) → {} KiB after as many held plain jobs → {} KiB after `flux module remove pancake` (load {}).\n\n\
                      * all of the queue broker's growth per container job: {:.2} KiB\n\
-                     * minus what a plain held job costs the broker (job-manager, KVS, content cache): **{:.2} KiB per waiting job for pancake** (module + queue plugin)",
+                     * minus what a plain held job costs the broker (job-manager, KVS, content cache): **{:.2} KiB per waiting job for pancake** (module + queue plugin; upper bound)\n\
+                     * given back by unloading the module: {:.2} KiB per waiting job (lower bound of the module's own heap)",
                     mem.rss0,
                     mem.rss1,
                     mem.waiting,
                     mem.tracked,
                     mem.jobspec_bytes,
                     mem.rss2,
+                    mem.rss3,
                     mem.load,
                     mem.raw_per_job(),
-                    mem.module_per_job()
+                    mem.module_per_job(),
+                    mem.freed_per_job()
                 );
             }
         }
@@ -1144,7 +1268,9 @@ fn csv(results: &[Measure], mem: Option<&Memory>) -> String {
         put("rss_container_jobs", mem.rss1 as f64, "KiB");
         put("rss_plus_plain_jobs", mem.rss2 as f64, "KiB");
         put("raw_per_job", mem.raw_per_job(), "KiB");
+        put("rss_after_unload", mem.rss3 as f64, "KiB");
         put("module_per_job", mem.module_per_job(), "KiB");
+        put("freed_by_unload_per_job", mem.freed_per_job(), "KiB");
     }
     s
 }
