@@ -216,15 +216,16 @@ impl Measure {
     }
 }
 
-/// The memory figure.
+/// The memory figure (see `memory`).
 #[derive(Debug, Clone, Default)]
 struct Memory {
     waiting: usize,
-    rss0: u64,
-    rss1: u64,
-    rss2: u64,
-    /// After `flux module remove pancake`.
-    rss3: u64,
+    /// Queue broker VmRSS, KiB: plugin loaded, module removed, no job.
+    rss_idle: u64,
+    /// After `waiting` held container jobs, still without the module.
+    rss_jobs: u64,
+    /// After loading the module, which took every one of them up.
+    rss_module: u64,
     tracked: usize,
     jobspec_bytes: usize,
     load: String,
@@ -232,19 +233,15 @@ struct Memory {
 }
 
 impl Memory {
-    /// KiB per waiting container job, all of the queue broker's growth.
-    fn raw_per_job(&self) -> f64 {
-        (self.rss1 as f64 - self.rss0 as f64) / self.waiting as f64
+    /// KiB per held container job for the broker without the module
+    /// (job-manager, KVS, content cache, queue plugin).
+    fn broker_per_job(&self) -> f64 {
+        (self.rss_jobs as f64 - self.rss_idle as f64) / self.waiting as f64
     }
-    /// What unloading the module gave back, per waiting job (a lower bound:
-    /// glibc returns only free pages at the top of an arena).
-    fn freed_per_job(&self) -> f64 {
-        (self.rss2 as f64 - self.rss3 as f64) / self.waiting as f64
-    }
-    /// Minus what the same number of plain held jobs cost the broker.
+    /// KiB per waiting job that loading the module added (its base size
+    /// included, so an upper bound).
     fn module_per_job(&self) -> f64 {
-        ((self.rss1 as f64 - self.rss0 as f64) - (self.rss2 as f64 - self.rss1 as f64))
-            / self.waiting as f64
+        (self.rss_module as f64 - self.rss_jobs as f64) / self.waiting as f64
     }
 }
 
@@ -269,7 +266,13 @@ fn main() {
         loadavg()
     );
     let mut results: Vec<Measure> = Vec::new();
-    for &exec in &opts.execs {
+    // `--jobs 0 --serial 0`: the memory figure alone.
+    let runs = if opts.jobs + opts.serial > 0 {
+        opts.execs.clone()
+    } else {
+        Vec::new()
+    };
+    for &exec in &runs {
         for &mode in &opts.modes {
             eprintln!("== {} exec, {} ==", exec.name(), mode.name());
             match measure(&opts, exec, mode) {
@@ -830,7 +833,17 @@ fn analyse(c: &Client, r: &RunResult, pancake: bool) -> Measure {
     m
 }
 
-/// Hold `--waiting` container jobs and weigh the queue broker.
+/// Weigh the module with `--waiting` held container jobs.
+///
+/// No `pancake.status` or `flux module stats` figure gives the module's
+/// memory, and unloading it gives nothing back to the kernel (glibc keeps
+/// the freed heap), so the queue broker's VmRSS is read around the module's
+/// arrival instead: with the queue plugin loaded and told the containers
+/// (as the module does), but the module removed, the held container jobs
+/// are admitted and wait in DEPEND exactly as with the module; loading the
+/// module then takes every one of them up from the job-manager's journal
+/// backlog (J lookup, parse, dispatcher entry), and the RSS it adds is its
+/// memory for them (plus its own base size).
 fn memory(opts: &Opts) -> Result<Memory, String> {
     let pod = Pod::start(PodSpec::default())?;
     load_pancake(&pod, None)?;
@@ -838,54 +851,65 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
     wait_connected(&c, pod.apps.len())?;
     let qpid = pod.queue.broker_pid()?;
     let container_js = dry_run(&pod, &["--setattr=container=lammps"])?;
-    let plain_js = dry_run(&pod, &[])?;
     let mut m = Memory {
         waiting: opts.waiting,
         jobspec_bytes: container_js.len(),
         load: loadavg(),
         ..Memory::default()
     };
-    let held = |js: &str| RunSpec {
+    // The plugin keeps the container names the module gave it.
+    pod.queue.run(&["module", "remove", "pancake"])?;
+    quiesce(qpid, None);
+    m.rss_idle = procstat::rss_kib(qpid);
+    let r = c.run(&RunSpec {
         jobs: opts.waiting,
         feed: Feed::Queue {
-            jobspecs: vec![js.to_string()],
+            jobspecs: vec![container_js.clone()],
         },
         max_in_flight: usize::MAX,
         pipeline: opts.pipeline,
         urgency: 0,
         stall_timeout: opts.stall,
         done_on_submit: true,
-    };
-    // Settle, then weigh.
-    quiesce(qpid, None);
-    m.rss0 = procstat::rss_kib(qpid);
-    let r = c.run(&held(&container_js));
+    });
     if let Some(e) = r.error {
         return Err(format!("submitting held container jobs: {e}"));
     }
-    quiesce(qpid, Some("pancake"));
-    m.rss1 = procstat::rss_kib(qpid);
-    let r = c.run(&held(&plain_js));
-    if let Some(e) = r.error {
-        return Err(format!("submitting held plain jobs: {e}"));
-    }
     quiesce(qpid, None);
-    m.rss2 = procstat::rss_kib(qpid);
+    m.rss_jobs = procstat::rss_kib(qpid);
+    // The copies load_pancake installed: copying again would write into a
+    // file the broker may still have mapped.
+    let module = pod.root().join("lib/pancake.so");
+    let plugin = pod.root().join("lib/pancake-bypass.so");
+    pod.queue
+        .run(&[
+            "module",
+            "load",
+            &module.to_string_lossy(),
+            &format!("view={}", pod.root().display()),
+            &format!("plugin={}", plugin.display()),
+        ])
+        .map_err(|e| {
+            let log = pod.queue.run(&["dmesg"]).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            format!(
+                "{e}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })?;
+    wait_connected(&c, pod.apps.len())?;
+    quiesce(qpid, Some("pancake"));
+    quiesce(qpid, None);
+    m.rss_module = procstat::rss_kib(qpid);
     // Asked only now: the answer (every job) is big and would weigh too.
     let st: Value = c
         .rpc(0, "pancake.status", "{}")
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
         .unwrap_or(Value::Null);
     m.tracked = st["jobs"].as_array().map(Vec::len).unwrap_or(0);
-    drop(st);
-    // The module's own heap lives in its thread's malloc arena: unloading it
-    // frees that at once, and glibc trims the arena's free top.
-    pod.queue.run(&["module", "remove", "pancake"])?;
-    quiesce(qpid, None);
-    m.rss3 = procstat::rss_kib(qpid);
     eprintln!(
-        "   RSS {} → {} KiB with {} held container jobs ({} tracked by pancake) → {} KiB with as many plain held jobs → {} KiB after unloading pancake",
-        m.rss0, m.rss1, opts.waiting, m.tracked, m.rss2, m.rss3
+        "   RSS {} KiB idle (plugin, no module) → {} KiB with {} held container jobs → {} KiB after loading pancake ({} tracked)",
+        m.rss_idle, m.rss_jobs, opts.waiting, m.rss_module, m.tracked
     );
     drop(c);
     if let Err(e) = pod.shutdown() {
@@ -1106,21 +1130,18 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "queue broker (rank 0) VmRSS: {} KiB idle → {} KiB with {} held container jobs ({} tracked by pancake; jobspec {} bytes, environment included) → {} KiB after as many held plain jobs → {} KiB after `flux module remove pancake` (load {}).\n\n\
-                     * all of the queue broker's growth per container job: {:.2} KiB\n\
-                     * minus what a plain held job costs the broker (job-manager, KVS, content cache): **{:.2} KiB per waiting job for pancake** (module + queue plugin; upper bound)\n\
-                     * given back by unloading the module: {:.2} KiB per waiting job (lower bound of the module's own heap)",
-                    mem.rss0,
-                    mem.rss1,
+                    "queue broker (rank 0) VmRSS: {} KiB with the queue plugin and no module → {} KiB with {} held container jobs (jobspec {} bytes, environment included) → {} KiB after `flux module load pancake` took them up ({} tracked; load {}).\n\n\
+                     * the broker without the module, per held container job (job-manager, KVS, content cache, plugin): {:.2} KiB\n\
+                     * **the module, per waiting job: {:.2} KiB** (its base size included: an upper bound)",
+                    mem.rss_idle,
+                    mem.rss_jobs,
                     mem.waiting,
-                    mem.tracked,
                     mem.jobspec_bytes,
-                    mem.rss2,
-                    mem.rss3,
+                    mem.rss_module,
+                    mem.tracked,
                     mem.load,
-                    mem.raw_per_job(),
-                    mem.module_per_job(),
-                    mem.freed_per_job()
+                    mem.broker_per_job(),
+                    mem.module_per_job()
                 );
             }
         }
@@ -1264,13 +1285,12 @@ fn csv(results: &[Measure], mem: Option<&Memory>) -> String {
             let _ = writeln!(s, "real,pancake,waiting,{metric},{v:.3},{unit}");
         };
         put("waiting", mem.waiting as f64, "jobs");
-        put("rss_idle", mem.rss0 as f64, "KiB");
-        put("rss_container_jobs", mem.rss1 as f64, "KiB");
-        put("rss_plus_plain_jobs", mem.rss2 as f64, "KiB");
-        put("raw_per_job", mem.raw_per_job(), "KiB");
-        put("rss_after_unload", mem.rss3 as f64, "KiB");
+        put("tracked", mem.tracked as f64, "jobs");
+        put("rss_idle", mem.rss_idle as f64, "KiB");
+        put("rss_held_jobs", mem.rss_jobs as f64, "KiB");
+        put("rss_module_loaded", mem.rss_module as f64, "KiB");
+        put("broker_per_job", mem.broker_per_job(), "KiB");
         put("module_per_job", mem.module_per_job(), "KiB");
-        put("freed_by_unload_per_job", mem.freed_per_job(), "KiB");
     }
     s
 }
