@@ -84,11 +84,12 @@ struct Opts {
     perf: Option<PathBuf>,
     stall: f64,
     trace: bool,
+    plot: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: pancake-bench [--jobs N] [--serial N] [--waiting N] \
 [--modes direct,pancake,grpc] [--exec real,test] [--direct-containers K] \
-[--pipeline N] [--stall SECS] [--trace] [--csv FILE] [--perf DIR]";
+[--pipeline N] [--stall SECS] [--trace] [--csv FILE] [--plot FILE.png] [--perf DIR]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -103,6 +104,7 @@ fn parse_opts() -> Result<Opts, String> {
         perf: None,
         stall: 60.0,
         trace: false,
+        plot: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -122,6 +124,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--csv" => o.csv = Some(PathBuf::from(val()?)),
             "--stall" => o.stall = num(val()?)? as f64,
             "--trace" => o.trace = true,
+            "--plot" => o.plot = Some(PathBuf::from(val()?)),
             "--perf" => o.perf = Some(PathBuf::from(val()?)),
             "--modes" => {
                 o.modes = val()?
@@ -309,6 +312,55 @@ fn main() {
             std::process::exit(1);
         }
         eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &opts.plot {
+        match plot(&results, path) {
+            Ok(()) => eprintln!("wrote {}", path.display()),
+            Err(e) => eprintln!("no plot: {e}"),
+        }
+    }
+}
+
+/// A PNG with gnuplot (when installed): jobs/s per mode, and submit→start
+/// p50 with one job in flight, per execution kind.
+fn plot(results: &[Measure], path: &std::path::Path) -> Result<(), String> {
+    let mut tput = String::new();
+    let mut lat = String::new();
+    for m in results.iter().filter(|m| m.completed > 0) {
+        let label = format!("\"{} {}\"", m.exec, m.mode);
+        match m.phase {
+            "throughput" => {
+                let _ = writeln!(tput, "{label} {:.2}", m.rate());
+            }
+            "one-at-a-time" => {
+                let _ = writeln!(
+                    lat,
+                    "{label} {:.2}",
+                    stats::quantile(&m.start_lat, 0.5) * 1e3
+                );
+            }
+            _ => {}
+        }
+    }
+    let script = format!(
+        "set terminal png size 1200,500\nset output '{}'\nset multiplot layout 1,2 title 'pancake-bench (same run)'\n\
+         set style data histograms\nset style fill solid 0.6\nset boxwidth 0.8\nset yrange [0:*]\nset xtics rotate by -30\nset grid ytics\n\
+         $tput << EOD\n{tput}EOD\n$lat << EOD\n{lat}EOD\n\
+         set title 'throughput (jobs/s)'\nplot $tput using 2:xtic(1) notitle\n\
+         set title 'submit to application start, one job in flight, p50 (ms)'\nplot $lat using 2:xtic(1) notitle\nunset multiplot\n",
+        path.display()
+    );
+    let file = std::env::temp_dir().join(format!("pancake-bench-{}.gp", std::process::id()));
+    std::fs::write(&file, script).map_err(|e| e.to_string())?;
+    let out = Command::new("gnuplot")
+        .arg(&file)
+        .output()
+        .map_err(|e| format!("gnuplot: {e} (apt-get install gnuplot-nox)"))?;
+    let _ = std::fs::remove_file(&file);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("gnuplot: {}", String::from_utf8_lossy(&out.stderr)))
     }
 }
 
