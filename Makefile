@@ -2,6 +2,8 @@
 #
 #   make demo      build, install into flux-core's directories, run the demo pod
 #   make test      tier 1 always, tier 2 (real brokers) when flux-core is installed
+#   make bench     direct vs pancake vs pancake+gRPC on the simulated pod
+#                  (BENCH_ARGS="--jobs 1000 --csv bench.csv"; see bench/README.md)
 #   make install / make uninstall   (DESTDIR and PREFIX are honoured)
 #
 # install builds the release first; `make install NOBUILD=1 TARGET=dir`
@@ -29,7 +31,7 @@ PLUGIN   := $(DESTDIR)$(FLUX_PLUGINDIR)/pancake-bypass.so
 COMMAND  := $(DESTDIR)$(FLUX_CMDDIR)/flux-pancake
 SERVER   := $(DESTDIR)$(PREFIX)/bin/pancake-fluxion
 
-.PHONY: all build install uninstall demo test check-flux
+.PHONY: all build install uninstall demo test bench check-flux
 
 all: build
 
@@ -58,3 +60,11 @@ demo: install
 
 test:
 	t/run-tests
+
+# Never part of `make test` or CI: it takes minutes and its numbers depend on
+# the machine. It needs the cdylibs and pancake-fluxion next to its binary.
+BENCH_ARGS ?=
+bench: check-flux
+	$(CARGO) build --locked --release -p pancake-module -p pancake-bypass -p pancake-bench -p pancake-bench-testexec
+	$(CARGO) build --locked --release -p fluxion-grpc --bin pancake-fluxion
+	$(CARGO) run --locked --release -p pancake-bench -- $(BENCH_ARGS)
