@@ -113,13 +113,14 @@ impl Prior {
 /// What the module tells the dispatcher.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A container job appeared on the queue broker (full jobspec from J).
+    /// A container job appeared on the queue broker.
     Submitted {
         /// Queue job id.
         id: JobId,
         /// Target container.
         container: String,
-        /// The jobspec as submitted, with environment (JSON text).
+        /// The jobspec as submitted (JSON text; its environment, if any, is
+        /// not kept).
         jobspec: String,
         /// Job priority (higher first).
         priority: i64,
@@ -135,7 +136,8 @@ pub enum Event {
         id: JobId,
         /// Target container.
         container: String,
-        /// The jobspec as submitted, with environment (JSON text).
+        /// The jobspec as submitted (JSON text; its environment, if any, is
+        /// not kept).
         jobspec: String,
         /// Job priority (higher first).
         priority: i64,
@@ -301,7 +303,9 @@ pub enum Action {
         id: JobId,
         /// Container.
         container: String,
-        /// Cleaned jobspec carrying `attributes.system.alloc-bypass.R` (JSON text).
+        /// Cleaned jobspec carrying `attributes.system.alloc-bypass.R` (JSON
+        /// text), without the environment: the module adds the queue job's
+        /// (from its signed J) before submitting.
         jobspec: String,
     },
     /// Re-register a recovered allocation with Fluxion under its old id (its
@@ -435,7 +439,11 @@ pub struct Job {
     pub app_id: Option<JobId>,
     /// The application R.
     pub r: Option<Rv1>,
-    jobspec: Value,
+    /// The jobspec without its environment, as compact JSON text: what
+    /// Fluxion matches, and what the application job is built from (the
+    /// module adds the environment back from J when it submits). Kept as
+    /// text, not a parsed tree, so a waiting job costs little memory.
+    jobspec: Box<str>,
     /// The queue job is in RUN (its `alloc` was seen).
     queue_alloc: bool,
     /// The queue job's override `start` took effect.
@@ -1128,7 +1136,7 @@ impl Dispatcher {
                 fluxion_id: None,
                 app_id: None,
                 r: None,
-                jobspec: value,
+                jobspec: fluxion_jobspec(&value).into_boxed_str(),
                 queue_alloc: false,
                 queue_started: false,
                 pending_finish: None,
@@ -1435,7 +1443,7 @@ impl Dispatcher {
                 app_id: Some(app_id),
                 restore_due: r.is_some(),
                 r,
-                jobspec: Value::Null,
+                jobspec: "null".into(),
                 queue_alloc: false,
                 queue_started: false,
                 pending_finish: None,
@@ -1650,7 +1658,12 @@ impl Dispatcher {
                 }
                 j.fluxion_id = Some(g.fluxion_id);
                 j.phase = Phase::Submitting;
-                let js = app_jobspec(&j.jobspec, &g.r, id, g.fluxion_id);
+                let js = app_jobspec(
+                    &serde_json::from_str(&j.jobspec).unwrap_or(Value::Null),
+                    &g.r,
+                    id,
+                    g.fluxion_id,
+                );
                 // The R goes on the record too: a reloaded pancake restores
                 // the allocation from it before matching anything else.
                 out.push(Action::Memo {
@@ -2056,7 +2069,7 @@ impl Dispatcher {
             let reserve = self.policy == QueuePolicy::Easy
                 && !self.reserve_used
                 && self.reservation.is_none();
-            let jobspec = fluxion_jobspec(&j.jobspec);
+            let jobspec = j.jobspec.to_string();
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.phase = Phase::Matching;
             }

@@ -100,11 +100,13 @@ pub(crate) fn perform(p: &Shared, action: Action) {
             container,
             jobspec,
         } => {
-            let weak = Rc::downgrade(p);
-            apps::submit(p, &container, &jobspec, move |result| {
-                if let Some(p) = weak.upgrade() {
-                    feed(&p, Event::SubmitDone { id, result });
-                }
+            with_environment(p, id, jobspec, move |p, jobspec| {
+                let weak = Rc::downgrade(p);
+                apps::submit(p, &container, &jobspec, move |result| {
+                    if let Some(p) = weak.upgrade() {
+                        feed(&p, Event::SubmitDone { id, result });
+                    }
+                });
             });
         }
         Action::Release { id, r } => {
@@ -299,4 +301,50 @@ fn override_start(p: &Shared, id: JobId, tries: u32) {
             ),
         }
     });
+}
+
+/// Add queue job `id`'s environment (from its signed J: the journal's
+/// jobspec is redacted, and the dispatcher keeps none to stay small) to the
+/// application jobspec, then call `then`. A J that cannot be read fails the
+/// submit with the reason.
+fn with_environment(
+    p: &Shared,
+    id: JobId,
+    jobspec: String,
+    then: impl FnOnce(&Shared, String) + 'static,
+) {
+    let f = flux::job::kvs_key(id, "J").and_then(|key| p.borrow().h.kvs_lookup(&key));
+    let weak = Rc::downgrade(p);
+    let done = move |p: &Shared, j: flux::Result<String>| {
+        let merged = j
+            .and_then(|j| flux::job::unwrap_j(&j))
+            .map_err(|e| format!("reading its J: {e}"))
+            .and_then(|(full, _uid)| {
+                let full: Value = serde_json::from_str(&full).map_err(|e| e.to_string())?;
+                let mut js: Value = serde_json::from_str(&jobspec).map_err(|e| e.to_string())?;
+                if let (Some(env), Some(sys)) = (
+                    full.pointer("/attributes/system/environment"),
+                    js.pointer_mut("/attributes/system")
+                        .and_then(Value::as_object_mut),
+                ) {
+                    sys.insert("environment".into(), env.clone());
+                }
+                Ok(js.to_string())
+            });
+        match merged {
+            Ok(js) => then(p, js),
+            Err(e) => feed(p, Event::SubmitDone { id, result: Err(e) }),
+        }
+    };
+    match f {
+        Ok(f) => {
+            let pending = p.borrow().pending.clone();
+            let _ = pending.spawn(f, 30.0, move |f| {
+                if let Some(p) = weak.upgrade() {
+                    done(&p, f.kvs_lookup_get().map(str::to_string));
+                }
+            });
+        }
+        Err(e) => done(p, Err(e)),
+    }
 }

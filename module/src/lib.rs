@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use flux::{Handle, HandleRef, Level, Pending, Role, Table, Timers, Watcher};
-use pancake_core::dispatch::{AppEvent, Capacity, Dispatcher, Event, JobId, Prior};
+use pancake_core::dispatch::{AppEvent, Capacity, Dispatcher, Event, JobId};
 use pancake_core::journal;
 use pancake_core::options::Options;
 use serde_json::json;
@@ -45,15 +45,11 @@ pub(crate) struct Pancake {
     pub(crate) outputs: output::Outputs,
     /// Queue jobs known to be container jobs; events of others are ignored.
     pub(crate) tracked: HashSet<JobId>,
-    /// Events for jobs whose J lookup is in flight.
-    pub(crate) early: HashMap<JobId, Vec<Event>>,
     /// Container jobs submitted but not validated yet (the journal shows
     /// `submit` before the job-manager's validation, and a refused job only
     /// gets `invalidate`): container, submit time, urgency.
-    unvalidated: HashMap<JobId, (String, f64, i32)>,
-    /// The queue journal's backlog: J lookups still in flight, and whether
-    /// its end (the sentinel) was seen.
-    backlog_lookups: usize,
+    unvalidated: HashMap<JobId, Unvalidated>,
+    /// The end of the queue journal's backlog (its sentinel) was seen.
     backlog_seen: bool,
     pub(crate) requests: u64,
     /// One-shot timers of [`after`].
@@ -114,6 +110,15 @@ pub(crate) type Shared = Rc<RefCell<Pancake>>;
 /// and `start` rebuild a job after a reload.
 const QUEUE_JOURNAL_REQUEST: &str = r#"{"full":false,"allow":{"submit":1,"validate":1,"invalidate":1,"dependency-add":1,"dependency-remove":1,"memo":1,"alloc":1,"start":1,"exception":1,"clean":1,"urgency":1,"priority":1}}"#;
 
+/// A container job seen in the queue journal, until its `validate`.
+pub(crate) struct Unvalidated {
+    container: String,
+    /// The jobspec as the journal carries it (redacted: no environment).
+    jobspec: String,
+    t_submit: f64,
+    urgency: i32,
+}
+
 /// How long a (re)loaded module waits for the containers' job journals
 /// before it matches without the missing ones.
 const RECOVERY_WAIT: f64 = 10.0;
@@ -169,9 +174,7 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
             pending: Pending::new(),
             outputs: output::Outputs::default(),
             tracked: HashSet::new(),
-            early: HashMap::new(),
             unvalidated: HashMap::new(),
-            backlog_lookups: 0,
             backlog_seen: false,
             requests: 0,
             timers: Timers::new(),
@@ -493,9 +496,13 @@ fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
             .and_then(|e| e.context.get("urgency"))
             .and_then(|u| u.as_i64())
             .unwrap_or(16) as i32;
-        p.borrow_mut()
-            .unvalidated
-            .insert(id, (container.to_string(), t_submit, urgency));
+        let job = Unvalidated {
+            container: container.to_string(),
+            jobspec: js.to_string(),
+            t_submit,
+            urgency,
+        };
+        p.borrow_mut().unvalidated.insert(id, job);
     }
     for ev in &entry.events {
         match ev.name.as_str() {
@@ -503,16 +510,32 @@ fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
             // validator) refused must never be forwarded.
             "validate" => {
                 let pending = p.borrow_mut().unvalidated.remove(&id);
-                if let Some((container, t_submit, urgency)) = pending {
-                    let prior = backlog.then(|| journal::prior(&entry.events));
-                    let mut st = p.borrow_mut();
-                    st.tracked.insert(id);
-                    st.early.insert(id, Vec::new());
-                    if backlog {
-                        st.backlog_lookups += 1;
-                    }
-                    drop(st);
-                    lookup_jobspec(p, id, container, t_submit, urgency, prior);
+                if let Some(job) = pending {
+                    p.borrow_mut().tracked.insert(id);
+                    // The journal's jobspec is all matching needs; the
+                    // environment (not in it) is read from J at forward time.
+                    let priority = i64::from(job.urgency);
+                    let event = if backlog {
+                        Event::Recovered {
+                            id,
+                            container: job.container,
+                            jobspec: job.jobspec,
+                            priority,
+                            t_submit: job.t_submit,
+                            urgency: job.urgency,
+                            prior: journal::prior(&entry.events),
+                        }
+                    } else {
+                        Event::Submitted {
+                            id,
+                            container: job.container,
+                            jobspec: job.jobspec,
+                            priority,
+                            t_submit: job.t_submit,
+                            urgency: job.urgency,
+                        }
+                    };
+                    feed(p, event);
                 }
             }
             "invalidate" => {
@@ -527,12 +550,6 @@ fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
             continue;
         };
         let inactive = matches!(event, Event::QueueInactive { .. });
-        let mut st = p.borrow_mut();
-        if let Some(buf) = st.early.get_mut(&id) {
-            buf.push(event);
-            continue;
-        }
-        drop(st);
         feed(p, event);
         if inactive {
             p.borrow_mut().tracked.remove(&id);
@@ -540,13 +557,10 @@ fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
     }
 }
 
-/// One more backlog job handed to the dispatcher (or the sentinel seen):
-/// once both are complete, scheduling may start.
+/// The queue backlog is in (every job of it fed to the dispatcher as it
+/// came): scheduling may start.
 fn backlog_step(p: &Shared) {
-    let done = {
-        let st = p.borrow();
-        st.backlog_seen && st.backlog_lookups == 0
-    };
+    let done = p.borrow().backlog_seen;
     if done && p.borrow().d.is_recovering() {
         let n = p.borrow().tracked.len();
         log(
@@ -555,84 +569,6 @@ fn backlog_step(p: &Shared) {
             &format!("queue journal backlog in ({n} container jobs)"),
         );
         feed(p, Event::QueueBacklogDone);
-    }
-}
-
-/// Read the job's signed J (the KVS `jobspec` lacks the environment) and
-/// hand the job to the dispatcher, then any events that arrived meanwhile.
-fn lookup_jobspec(
-    p: &Shared,
-    id: JobId,
-    container: String,
-    t_submit: f64,
-    urgency: i32,
-    prior: Option<Prior>,
-) {
-    let f = flux::job::kvs_key(id, "J").and_then(|key| p.borrow().h.kvs_lookup(&key));
-    let weak = Rc::downgrade(p);
-    let done = move |result: flux::Result<String>| {
-        let Some(p) = weak.upgrade() else { return };
-        let jobspec = match result.and_then(|j| flux::job::unwrap_j(&j)) {
-            Ok((js, _uid)) => js,
-            Err(e) => {
-                log(
-                    &p,
-                    Level::Err,
-                    &format!("{}: reading J: {e}", flux::job::id_f58(id)),
-                );
-                // The dispatcher rejects unparsable jobspecs with an exception.
-                String::new()
-            }
-        };
-        let event = match prior {
-            Some(prior) => Event::Recovered {
-                id,
-                container,
-                jobspec,
-                priority: i64::from(urgency),
-                t_submit,
-                urgency,
-                prior,
-            },
-            None => Event::Submitted {
-                id,
-                container,
-                jobspec,
-                priority: i64::from(urgency),
-                t_submit,
-                urgency,
-            },
-        };
-        let backlog = matches!(event, Event::Recovered { .. });
-        feed(&p, event);
-        let early = p.borrow_mut().early.remove(&id).unwrap_or_default();
-        for e in early {
-            let inactive = matches!(e, Event::QueueInactive { .. });
-            feed(&p, e);
-            if inactive {
-                p.borrow_mut().tracked.remove(&id);
-            }
-        }
-        if backlog {
-            p.borrow_mut().backlog_lookups -= 1;
-            backlog_step(&p);
-        }
-    };
-    match f {
-        Ok(f) => {
-            let pending = p.borrow().pending.clone();
-            let r = pending.spawn(f, -1.0, move |f| {
-                done(f.kvs_lookup_get().map(str::to_string))
-            });
-            if let Err(e) = r {
-                log(
-                    p,
-                    Level::Err,
-                    &format!("{}: J lookup: {e}", flux::job::id_f58(id)),
-                );
-            }
-        }
-        Err(e) => done(Err(e)),
     }
 }
 
