@@ -305,7 +305,11 @@ pub fn status(v: &Value, style: &Style) -> Result<String, ShowError> {
             // Colour only the STATE word of each row, after layout, so
             // escapes never upset the column widths.
             for (i, line) in table.lines().enumerate() {
-                let state = i.checked_sub(1).map(|k| st.containers[k].state.as_str());
+                // (A cell holding a newline adds a line: no container for it.)
+                let state = i
+                    .checked_sub(1)
+                    .and_then(|k| st.containers.get(k))
+                    .map(|c| c.state.as_str());
                 let code = match state {
                     Some("connected") => "32",
                     Some("lost") | Some("refused") => "31",
@@ -1059,6 +1063,22 @@ mod tests {
             text.starts_with("RANK HOSTNAME CORES\n   0 node-0   ....\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_newline_in_a_cell_does_not_panic_the_coloured_status() {
+        // Found by pancake-fuzz: the colouring took line i of the table for
+        // container i - 1, and a newline in a cell made more lines.
+        let mut v = status_with(vec![], graph(1, 1));
+        v["containers"][0]["state"] = json!("lost\nagain");
+        v["containers"][1]["name"] = json!("a\nb");
+        let color = Style {
+            color: true,
+            id: |id| id.to_string(),
+        };
+        let text = status(&v, &color).unwrap();
+        assert!(text.contains("again"), "{text}");
+        assert!(status(&v, &Style::plain()).is_ok());
     }
 
     #[test]
