@@ -940,34 +940,13 @@ mod tests {
                 Some(r(&[(0, "1-2", "")], None)),
             ),
         ];
-        let text = map(&status_with(jobs, graph(1, 4)), &Style::plain()).unwrap();
+        let text = map(&status_with(jobs.clone(), graph(1, 4)), &Style::plain()).unwrap();
         let (rows, legend) = parse_map(&text);
         let m = |n: &str| *legend.iter().find(|(_, v)| *v == n).unwrap().0;
         let want: String = [m("lammps"), OVERLAP, m("ior"), FREE].iter().collect();
         assert_eq!(rows[&0], want, "{text}");
         assert!(text.contains("1 core held by more than one job"), "{text}");
-        let j = map_json(&status_with(
-            vec![
-                job(
-                    1,
-                    "lammps",
-                    "running",
-                    Some(1),
-                    Some(5),
-                    Some(r(&[(0, "0-1", "")], None)),
-                ),
-                job(
-                    2,
-                    "ior",
-                    "running",
-                    Some(2),
-                    Some(6),
-                    Some(r(&[(0, "1-2", "")], None)),
-                ),
-            ],
-            graph(1, 4),
-        ))
-        .unwrap();
+        let j = map_json(&status_with(jobs.clone(), graph(1, 4))).unwrap();
         let c = &j["ranks"][0]["cores"];
         assert_eq!(c["overlap"], "1");
         assert_eq!(c["free"], "3");
