@@ -341,8 +341,18 @@ pub fn status(v: &Value, style: &Style) -> Result<String, ShowError> {
             }
         }
     }
-    let waiting: u64 = st.containers.iter().map(|c| c.waiting).sum();
-    let running: u64 = st.containers.iter().map(|c| c.running).sum();
+    // (Saturating: the counts come from the answer, and a sum that
+    // overflows would panic in a debug build.)
+    let waiting = st
+        .containers
+        .iter()
+        .map(|c| c.waiting)
+        .fold(0u64, u64::saturating_add);
+    let running = st
+        .containers
+        .iter()
+        .map(|c| c.running)
+        .fold(0u64, u64::saturating_add);
     let _ = writeln!(out, "jobs: {waiting} waiting, {running} running");
     if !st.stats.is_empty() {
         let counters: Vec<String> = st.stats.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -1058,6 +1068,23 @@ mod tests {
         let text = status(&v, &color).unwrap();
         assert!(text.contains("again"), "{text}");
         assert!(status(&v, &Style::plain()).is_ok());
+    }
+
+    #[test]
+    fn huge_job_counts_do_not_overflow() {
+        // Found by pancake-fuzz (with overflow checks): the status summed
+        // the containers' counts with `sum`, which panics on overflow in
+        // debug builds.
+        let mut v = status_with(vec![], graph(1, 1));
+        v["containers"][0]["running"] = json!(u64::MAX);
+        v["containers"][1]["running"] = json!(1);
+        v["containers"][0]["waiting"] = json!(u64::MAX);
+        v["containers"][2]["waiting"] = json!(u64::MAX);
+        let text = status(&v, &Style::plain()).unwrap();
+        assert!(
+            text.contains(&format!("jobs: {0} waiting, {0} running", u64::MAX)),
+            "{text}"
+        );
     }
 
     #[test]
