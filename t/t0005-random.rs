@@ -227,6 +227,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         .run(&[
             "jobs",
             "-a",
+            "--count=0",
             "-no",
             "{id}|{user.container}|{user.app_id}|{result}|{returncode}|{waitstatus}",
         ])

@@ -170,6 +170,8 @@ pub fn app_records(b: &Broker) -> Vec<AppRecord> {
         .run(&[
             "jobs",
             "-a",
+            // Every job, not flux jobs' default 1000 (the soak runs more).
+            "--count=0",
             "-no",
             "{id}|{t_run}|{t_cleanup}|{result}|{returncode}|{waitstatus}",
         ])
