@@ -584,6 +584,8 @@ pub struct Dispatcher {
     reinit: bool,
     /// See [`Event::Drain`].
     draining: bool,
+    /// Some job may have an allocation to restore (see `restore_due`).
+    restores_due: bool,
     /// ... nor until these containers' journal backlogs are in: an
     /// application job whose queue job ended while pancake was away is only
     /// found there, and its cores must be held before anything is matched.
@@ -798,6 +800,7 @@ impl Dispatcher {
             lost_grace: None,
             reinit: false,
             draining: false,
+            restores_due: false,
             stats: Stats::default(),
             now: 0.0,
         }
@@ -857,6 +860,7 @@ impl Dispatcher {
     /// Container `c`'s journal will not come: its recovered jobs keep their
     /// cores (restored in Fluxion) as if their application jobs still ran.
     fn unknown_app_state(&mut self, c: &str) {
+        self.restores_due = true;
         for j in self.jobs.values_mut() {
             if j.container == c && j.recovering && j.app_id.is_some() {
                 j.recovering = false;
@@ -1177,6 +1181,7 @@ impl Dispatcher {
         }
         j.prior_fluxion_id = Some(fid);
         j.restore_due = prior.r.is_some();
+        self.restores_due = true;
         j.r = prior.r;
         j.released = prior.released;
         j.queue_started = prior.started;
@@ -1220,7 +1225,16 @@ impl Dispatcher {
 
     /// Ask Fluxion to take back every recovered allocation not restored yet.
     fn restore_due(&mut self, out: &mut Vec<Action>) {
+        // Runs before every pass: scan the jobs only when a recovery or a
+        // Fluxion reset left some allocation to restore.
+        if !std::mem::take(&mut self.restores_due) {
+            return;
+        }
+        let mut left = false;
         for j in self.jobs.values_mut() {
+            if j.recovering && j.restore_due {
+                left = true;
+            }
             // A recovered job's application state must be known first: if
             // its application job is no longer active, its cores are free
             // and may already be someone else's.
@@ -1235,6 +1249,7 @@ impl Dispatcher {
                 });
             }
         }
+        self.restores_due = left;
     }
 
     fn on_restored(
@@ -1269,6 +1284,7 @@ impl Dispatcher {
     /// never confirmed start over; forwarded ones whose application job was
     /// not in the backlog ended while pancake was away.
     fn on_app_backlog_done(&mut self, container: &str, out: &mut Vec<Action>) {
+        self.restores_due = true;
         let lost: Vec<(JobId, bool)> = self
             .jobs
             .values()
@@ -1345,6 +1361,7 @@ impl Dispatcher {
     /// reservation of the last pass is simply gone).
     fn on_fluxion_reset(&mut self, out: &mut Vec<Action>) {
         self.reinit = false;
+        self.restores_due = true;
         self.dirty = true;
         self.reservation = None;
         for j in self.jobs.values_mut() {
@@ -1429,6 +1446,7 @@ impl Dispatcher {
             ),
         });
         self.by_app.insert((container.clone(), app_id), queue_id);
+        self.restores_due = true;
         self.jobs.insert(
             queue_id,
             Job {

@@ -11,9 +11,9 @@ impl HandleRef {
     /// Look up `key` in the primary KVS namespace.
     pub fn kvs_lookup(&self, key: &str) -> Result<Future> {
         let k = cstring(key)?;
+        let primary = std::ptr::null();
         // SAFETY: live handle; valid C string; NULL namespace = primary.
-        let f =
-            unsafe { flux_sys::flux_kvs_lookup(self.as_ptr(), std::ptr::null(), 0, k.as_ptr()) };
+        let f = unsafe { flux_sys::flux_kvs_lookup(self.as_ptr(), primary, 0, k.as_ptr()) };
         // SAFETY: a new future we own.
         Ok(unsafe { Future::from_raw(cvt_p(f)?) })
     }
@@ -21,9 +21,9 @@ impl HandleRef {
     /// Commit `txn` to namespace `ns` (e.g. a job's guest namespace `job-<id>`).
     pub fn kvs_commit_ns(&self, ns: &str, txn: &KvsTxn) -> Result<Future> {
         let n = cstring(ns)?;
+        let t = txn.ptr.as_ptr();
         // SAFETY: live handle, namespace string and transaction.
-        let f =
-            unsafe { flux_sys::flux_kvs_commit(self.as_ptr(), n.as_ptr(), 0, txn.ptr.as_ptr()) };
+        let f = unsafe { flux_sys::flux_kvs_commit(self.as_ptr(), n.as_ptr(), 0, t) };
         // SAFETY: a new future we own.
         Ok(unsafe { Future::from_raw(cvt_p(f)?) })
     }

@@ -568,14 +568,7 @@ fn start_journal(p: &Shared, name: &str) {
                         if let Some(app_id) = entry.id {
                             for ev in &entry.events {
                                 if let Some(event) = journal::app_event(ev) {
-                                    feed(
-                                        &p,
-                                        Event::App {
-                                            container: n.clone(),
-                                            app_id,
-                                            event,
-                                        },
-                                    );
+                                    feed_app(&p, &n, app_id, event);
                                 }
                             }
                         }
@@ -813,14 +806,7 @@ fn read_app_eventlog(p: &Shared, name: &str, app_id: u64) {
                 let ev = journal::parse_eventlog_entry(text);
                 let clean = ev.as_ref().is_some_and(|e| e.name == "clean");
                 if let Some(event) = ev.as_ref().and_then(journal::app_event) {
-                    feed(
-                        &p,
-                        Event::App {
-                            container: n.clone(),
-                            app_id,
-                            event,
-                        },
-                    );
+                    feed_app(&p, &n, app_id, event);
                 }
                 !clean
             }
@@ -856,14 +842,7 @@ fn app_unreadable(p: &Shared, name: &str, app_id: u64, why: &str) {
         },
         AppEvent::Clean,
     ] {
-        feed(
-            p,
-            Event::App {
-                container: name.to_string(),
-                app_id,
-                event,
-            },
-        );
+        feed_app(p, name, app_id, event);
     }
 }
 
@@ -902,4 +881,16 @@ pub(crate) fn reinit_fluxion(p: &Shared) {
     if let Err(e) = res {
         log(p, Level::Err, &format!("fluxion init: {e}"));
     }
+}
+
+/// Feed an event of application job `app_id` on `container`.
+fn feed_app(p: &Shared, container: &str, app_id: u64, event: AppEvent) {
+    feed(
+        p,
+        Event::App {
+            container: container.to_string(),
+            app_id,
+            event,
+        },
+    );
 }
