@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use common::{AppRecord, app_records, check_no_overlap, dmesg, pancake_pod, rpc};
 use pancake_pod::{FluxionServer, Pod, PodSpec};
@@ -93,6 +93,9 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
     report.rss_peak_kib = report.rss_start_kib;
     let containers = ["lammps", "ior", "chatterbug"];
     let mut dead: Option<(&str, usize)> = None;
+    // Containers whose broker was killed: their restarted brokers keep no
+    // record of the jobs run before the kill.
+    let mut killed: BTreeSet<&str> = BTreeSet::new();
     let mut rng = Rng(seed | 1);
     let mut ids = Vec::new();
     // Submit in batches through one `flux submit --cc`-free loop per job
@@ -145,6 +148,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         if dead.is_none() && due(faults.kill_every) {
             let c = containers[rng.next(3) as usize];
             pod.kill_app(c).unwrap();
+            killed.insert(c);
             dead = Some((c, n + faults.kill_every.unwrap_or(2) / 2));
             *report.faults.entry("broker kills").or_default() += 1;
         }
@@ -219,50 +223,77 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
     );
 
     // Invariant: each queue job ends as its application job did.
-    let by_app: HashMap<(String, String), &AppRecord> = records
-        .iter()
-        .map(|r| ((r.container.clone(), r.id.clone()), r))
-        .collect();
+    let mut by_queue_id: HashMap<u64, &AppRecord> = HashMap::new();
+    let mut mismatches = Vec::new();
+    for r in &records {
+        if let Some(q) = r.queue_id
+            && let Some(first) = by_queue_id.insert(q, r)
+        {
+            mismatches.push(format!(
+                "queue job {q} ran twice: {}:{} and {}:{}",
+                first.container, first.id, r.container, r.id
+            ));
+        }
+    }
     let listing = q
         .run(&[
             "jobs",
             "-a",
             "--count=0",
             "-no",
-            "{id}|{user.container}|{user.app_id}|{result}|{returncode}|{waitstatus}",
+            "{id}|{id.dec}|{user.container}|{user.app_id}|{result}|{returncode}|{waitstatus}",
         ])
         .unwrap();
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
-    let mut mismatches = Vec::new();
     for line in listing.lines() {
         let w: Vec<&str> = line.split('|').map(str::trim).collect();
-        if w.len() < 6 {
+        if w.len() < 7 {
             continue;
         }
-        *tally.entry(w[3].to_string()).or_default() += 1;
+        let (id, container, app_id) = (w[0], w[2], w[3]);
+        let queue_outcome = w[4..].join("|");
+        *tally.entry(w[4].to_string()).or_default() += 1;
         // Jobs never forwarded (cancelled while waiting) have no app job.
-        if w[2] == "-" || w[2].is_empty() {
+        if app_id == "-" || app_id.is_empty() {
             continue;
         }
         let app_id = flux_id(
-            &pod.app(w[1])
-                .run(&["job", "id", "--to=f58", w[2]])
+            &pod.app(container)
+                .run(&["job", "id", "--to=f58", app_id])
                 .unwrap_or_default(),
         );
-        let Some(rec) = by_app.get(&(w[1].to_string(), app_id.clone())) else {
+        let Some(rec) = w[1].parse().ok().and_then(|n: u64| by_queue_id.get(&n)) else {
+            // Only a killed broker forgets a job it ran; a job cancelled
+            // before it started never ran.
+            if !killed.contains(container) && !queue_outcome.starts_with("CANCELED") {
+                mismatches.push(format!("{id} ({container}:{app_id}): no application job"));
+            }
             continue;
         };
-        let queue_outcome = w[3..].join("|");
+        if (rec.container.as_str(), rec.id.as_str()) != (container, app_id.as_str()) {
+            mismatches.push(format!(
+                "{id}: the queue names {container}:{app_id}, but {}:{} ran it",
+                rec.container, rec.id
+            ));
+        }
         // A queue-side cancel ends the queue job first; its app job is then
         // cancelled too (possibly after it started).
         if queue_outcome != rec.outcome && !queue_outcome.starts_with("CANCELED") {
             mismatches.push(format!(
-                "{} ({}:{app_id}): queue {queue_outcome} != app {}",
-                w[0], w[1], rec.outcome
+                "{id} ({container}:{app_id}): queue {queue_outcome} != app {}",
+                rec.outcome
             ));
         }
     }
-    assert!(mismatches.is_empty(), "{mismatches:#?}");
+    assert!(
+        mismatches.is_empty(),
+        "{mismatches:#?}\n--- pancake's log:\n{}",
+        dmesg(q)
+            .lines()
+            .filter(|l| l.contains(" pancake."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     report.results = tally;
     report.rss_end_kib = q.rss_kib().unwrap_or(0);
     eprintln!(

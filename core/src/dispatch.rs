@@ -97,6 +97,9 @@ pub struct Prior {
     pub r: Option<Rv1>,
     /// The application job it was forwarded as (memo `app_id`).
     pub app_id: Option<JobId>,
+    /// When its `fluxion_id` memo was written (the journal's timestamp): its
+    /// application job, if the submit got through, was submitted after.
+    pub dispatched_at: Option<f64>,
     /// The queue job's `pancake` dependency was already removed.
     pub released: bool,
     /// The queue job already started (override start took effect).
@@ -252,6 +255,16 @@ pub enum Event {
         /// Its R (`attributes.system.alloc-bypass.R`).
         r: Option<Rv1>,
     },
+    /// The answer to [`Action::FindApp`].
+    AppFound {
+        /// Queue job id.
+        id: JobId,
+        /// Container.
+        container: String,
+        /// The application job whose jobspec names the queue job, none, or
+        /// why the container could not be searched.
+        result: Result<Option<JobId>, String>,
+    },
     /// An event of an application job.
     App {
         /// Container.
@@ -328,6 +341,18 @@ pub enum Action {
         container: String,
         /// Application job id.
         app_id: JobId,
+    },
+    /// Search a container's jobs submitted since `since` (inactive ones
+    /// included) for the application job of queue job `id`: a recovered
+    /// submit that is not active there may have run and ended while pancake
+    /// was away. Answer with [`Event::AppFound`].
+    FindApp {
+        /// Queue job id (the application job's jobspec names it).
+        id: JobId,
+        /// Container.
+        container: String,
+        /// The earliest submit time to look at (Unix seconds).
+        since: f64,
     },
     /// Copy the output of a resumed, already released job again, after what
     /// its queue job already holds (the copy died with the earlier module).
@@ -476,13 +501,36 @@ pub struct Job {
     prior_fluxion_id: Option<i64>,
     /// Its allocation must be restored in Fluxion before any match.
     restore_due: bool,
-    /// A recovered job whose earlier submit is unconfirmed: when to stop
-    /// waiting for it to show up in its container.
-    confirm_by: Option<f64>,
+    /// A recovered job whose earlier submit is not confirmed yet.
+    unconfirmed: Option<Unconfirmed>,
     /// Its container's broker was lost while the application job held
     /// cores: they stay held until the broker is back without it (or the
     /// lost-grace time, if set, passes: then, the deadline).
     lost: Option<Option<f64>>,
+}
+
+/// Where the search for a recovered job's unconfirmed submit has got to.
+/// Its container's journal backlog lists only active jobs, so a submit that
+/// went through and ended while pancake was away shows up in none of the
+/// live feeds; it must be looked for before the job is matched again (it
+/// would run twice).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Unconfirmed {
+    /// When the earlier pancake dispatched the job ([`Prior::dispatched_at`]).
+    since: f64,
+    /// What the dispatcher waits for.
+    step: ConfirmStep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ConfirmStep {
+    /// The container's journal backlog.
+    Backlog,
+    /// The submit to show up live (it may still be in job-ingest), until
+    /// this time; then its inactive jobs are searched.
+    Live(f64),
+    /// The answer to [`Action::FindApp`].
+    Search,
 }
 
 impl Job {
@@ -1021,6 +1069,11 @@ impl Dispatcher {
             Event::QueueInactive { id } => self.on_queue_inactive(id, out),
             Event::Matched { id, result } => self.on_matched(id, result, out),
             Event::SubmitDone { id, result } => self.on_submit_done(id, result, out),
+            Event::AppFound {
+                id,
+                container,
+                result,
+            } => self.on_app_found(id, container, result, out),
             Event::AppSubmitted {
                 container,
                 app_id,
@@ -1044,7 +1097,8 @@ impl Dispatcher {
                 {
                     j.app_id = Some(app_id);
                     j.app_seen = true;
-                    if std::mem::take(&mut j.recovering) || j.confirm_by.take().is_some() {
+                    // (Both cleared: `|`, not `||`.)
+                    if std::mem::take(&mut j.recovering) | j.unconfirmed.take().is_some() {
                         // The earlier pancake's submit went through; its
                         // answer (and the app_id memo) were lost.
                         self.stats.forwarded += 1;
@@ -1155,7 +1209,7 @@ impl Dispatcher {
                 app_seen: false,
                 prior_fluxion_id: None,
                 restore_due: false,
-                confirm_by: None,
+                unconfirmed: None,
                 lost: None,
             },
         );
@@ -1209,6 +1263,10 @@ impl Dispatcher {
                 // The submit may or may not have reached the container: its
                 // journal backlog tells (AppSubmitted, or AppBacklogDone).
                 j.phase = Phase::Submitting;
+                j.unconfirmed = Some(Unconfirmed {
+                    since: prior.dispatched_at.unwrap_or(0.0),
+                    step: ConfirmStep::Backlog,
+                });
                 format!("{} submit unconfirmed", j.container)
             }
         };
@@ -1329,7 +1387,11 @@ impl Dispatcher {
                     // Not in the backlog, but the submit may still be in the
                     // container's job-ingest: hold the cores (restore them)
                     // and give it SUBMIT_GRACE to show up live.
-                    j.confirm_by = Some(self.now + SUBMIT_GRACE);
+                    let since = j.unconfirmed.map_or(0.0, |u| u.since);
+                    j.unconfirmed = Some(Unconfirmed {
+                        since,
+                        step: ConfirmStep::Live(self.now + SUBMIT_GRACE),
+                    });
                     out.push(Action::Wake {
                         after: SUBMIT_GRACE,
                     });
@@ -1378,8 +1440,9 @@ impl Dispatcher {
         });
     }
 
-    /// Recovered jobs whose earlier submit never showed up in time: it never
-    /// reached the container. Free the allocation and match the job again.
+    /// Lost brokers whose grace time passed, and recovered jobs whose
+    /// earlier submit did not show up live in time: search the container's
+    /// ended jobs for it.
     fn on_tick(&mut self, out: &mut Vec<Action>) {
         let now = self.now;
         let expired: Vec<JobId> = self
@@ -1391,36 +1454,102 @@ impl Dispatcher {
         for id in expired {
             self.release_lost(id, "its lost broker's grace time passed", out);
         }
-        let ids: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|j| j.app_id.is_none() && j.confirm_by.is_some_and(|t| t <= now))
-            .map(|j| j.id)
-            .collect();
-        for id in ids {
-            let Some(j) = self.jobs.get_mut(&id) else {
+        for j in self.jobs.values_mut() {
+            let Some(u) = j.unconfirmed.as_mut() else {
                 continue;
             };
-            j.confirm_by = None;
-            let fid = j.fluxion_id.take();
-            j.prior_fluxion_id = None;
-            j.restore_due = false;
-            j.r = None;
-            j.phase = if j.queue_ended {
-                Phase::Done
-            } else {
-                Phase::Waiting
-            };
-            let container = j.container.clone();
-            out.push(Action::Log {
-                id: Some(id),
-                text: format!(
-                    "the earlier submit never reached {container}: the job is matched again"
-                ),
+            if j.app_id.is_some() || !matches!(u.step, ConfirmStep::Live(t) if t <= now) {
+                continue;
+            }
+            u.step = ConfirmStep::Search;
+            out.push(Action::FindApp {
+                id: j.id,
+                container: j.container.clone(),
+                since: u.since,
             });
-            self.dirty = true;
-            self.free(fid, out);
-            self.reap(id);
+        }
+    }
+
+    /// The search for a recovered job's earlier submit is over: adopt the
+    /// application job it found, or match the job again if there is none.
+    fn on_app_found(
+        &mut self,
+        id: JobId,
+        container: String,
+        result: Result<Option<JobId>, String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if j.container != container
+            || j.app_id.is_some()
+            || !j.unconfirmed.is_some_and(|u| u.step == ConfirmStep::Search)
+        {
+            return; // confirmed meanwhile (live), or no longer ours
+        }
+        match result {
+            Err(e) => {
+                // Not knowing, matching again could run it twice: hold the
+                // cores and ask again later.
+                if let Some(u) = j.unconfirmed.as_mut() {
+                    u.step = ConfirmStep::Live(self.now + SUBMIT_GRACE);
+                }
+                out.push(Action::Log {
+                    id: Some(id),
+                    text: format!(
+                        "cannot search {container} for the earlier submit (retrying in {SUBMIT_GRACE} s): {e}"
+                    ),
+                });
+                out.push(Action::Wake {
+                    after: SUBMIT_GRACE,
+                });
+            }
+            Ok(Some(app_id)) => {
+                // It went through and ended while pancake was away: its
+                // record tells how (and its cores are free once it is clean).
+                j.unconfirmed = None;
+                j.recovering = false;
+                j.app_id = Some(app_id);
+                j.phase = Phase::Submitted;
+                j.restore_due = false;
+                self.stats.forwarded += 1;
+                out.push(Action::Log {
+                    id: Some(id),
+                    text: format!("the earlier submit ran as {container} job {app_id}"),
+                });
+                out.push(Action::Memo {
+                    id,
+                    memo: json!({ "app_id": app_id }),
+                });
+                out.push(Action::AppLookup {
+                    id,
+                    container: container.clone(),
+                    app_id,
+                });
+                self.by_app.insert((container, app_id), id);
+            }
+            Ok(None) => {
+                j.unconfirmed = None;
+                let fid = j.fluxion_id.take();
+                j.prior_fluxion_id = None;
+                j.restore_due = false;
+                j.r = None;
+                j.phase = if j.queue_ended {
+                    Phase::Done
+                } else {
+                    Phase::Waiting
+                };
+                out.push(Action::Log {
+                    id: Some(id),
+                    text: format!(
+                        "the earlier submit never reached {container}: the job is matched again"
+                    ),
+                });
+                self.dirty = true;
+                self.free(fid, out);
+                self.reap(id);
+            }
         }
     }
 
@@ -1475,7 +1604,7 @@ impl Dispatcher {
                 recovering: true,
                 app_seen: true,
                 prior_fluxion_id: Some(fid),
-                confirm_by: None,
+                unconfirmed: None,
                 lost: None,
             },
         );

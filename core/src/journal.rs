@@ -136,6 +136,7 @@ pub fn prior(events: &[JournalEvent]) -> Prior {
             "memo" => {
                 if let Some(f) = ctx.get("fluxion_id").and_then(Value::as_i64) {
                     p.fluxion_id = Some(f);
+                    p.dispatched_at = Some(ev.timestamp);
                 }
                 if let Some(r) = ctx.get("R") {
                     p.r = serde_json::from_value(r.clone()).ok();

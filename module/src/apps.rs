@@ -746,42 +746,145 @@ pub(crate) fn cancel_job(p: &Shared, name: &str, app_id: u64, note: &str) {
 /// unreadable or foreign record ends it with an exception, so its queue job
 /// and its cores are not held forever.
 pub(crate) fn lookup_app(p: &Shared, queue_id: u64, name: &str, app_id: u64) {
-    let jobspec_key = match flux::job::kvs_key(app_id, "jobspec") {
-        Ok(k) => k,
-        Err(e) => return app_unreadable(p, name, app_id, &e.message()),
+    let n = name.to_string();
+    read_queue_id(p, name, app_id, move |p, owner| match owner {
+        Ok(Some(q)) if q == queue_id => read_app_eventlog(p, &n, app_id),
+        Ok(_) => app_unreadable(
+            p,
+            &n,
+            app_id,
+            &format!(
+                "it is not the application job of {}",
+                flux::job::id_f58(queue_id)
+            ),
+        ),
+        Err(e) => app_unreadable(p, &n, app_id, &e),
+    });
+}
+
+/// Read which queue job application job `app_id` of container `name`
+/// mirrors (`attributes.user.pancake.queue_id` of its jobspec; none for a
+/// job pancake did not submit) and pass it to `then`.
+fn read_queue_id(
+    p: &Shared,
+    name: &str,
+    app_id: u64,
+    then: impl FnOnce(&Shared, Result<Option<u64>, String>) + 'static,
+) {
+    let f = flux::job::kvs_key(app_id, "jobspec")
+        .and_then(|key| with_handle(p, name, |h| h.kvs_lookup(&key)));
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => return then(p, Err(e.message())),
+    };
+    let weak = Rc::downgrade(p);
+    let res = container_pending(p, name).spawn(f, 30.0, move |f| {
+        let Some(p) = weak.upgrade() else { return };
+        let owner = f
+            .kvs_lookup_get()
+            .map_err(|e| e.message())
+            .and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| e.to_string()))
+            .map(|js| {
+                js.pointer("/attributes/user/pancake/queue_id")
+                    .and_then(Value::as_u64)
+            });
+        then(&p, owner)
+    });
+    if let Err(e) = res {
+        // The callback was dropped unrun: nobody else will answer.
+        log(
+            p,
+            Level::Err,
+            &format!(
+                "container {name}: job {}: cannot read its jobspec: {}",
+                flux::job::id_f58(app_id),
+                e.message()
+            ),
+        );
+    }
+}
+
+/// Search container `name`'s jobs submitted since `since`, inactive ones
+/// included, for the application job of queue job `queue_id`, and answer
+/// with [`Event::AppFound`]. The journal backlog lists only active jobs, so
+/// this is how a submit that went through and ended while pancake was away
+/// is found (job-list keeps inactive jobs; each candidate's jobspec says
+/// whose it is).
+pub(crate) fn find_app(p: &Shared, queue_id: u64, name: &str, since: f64) {
+    // A second of slack: the memo's and the job's clocks are one node's,
+    // but both are rounded.
+    let payload = json!({
+        "max_entries": 0,
+        "attrs": ["t_submit"],
+        "constraint": { "t_submit": [format!(">={}", (since - 1.0).max(0.0))] },
+    })
+    .to_string();
+    let found = move |p: &Shared, name: &str, result| {
+        feed(
+            p,
+            Event::AppFound {
+                id: queue_id,
+                container: name.to_string(),
+                result,
+            },
+        )
+    };
+    let f = with_handle(p, name, |h| {
+        h.rpc("job-list.list", Some(&payload), flux::NODEID_ANY, 0)
+    });
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => return found(p, name, Err(e.message())),
     };
     let weak = Rc::downgrade(p);
     let n = name.to_string();
-    let f = with_handle(p, name, |h| h.kvs_lookup(&jobspec_key));
-    match f {
-        Ok(f) => {
-            let _ = container_pending(p, name).spawn(f, 30.0, move |f| {
-                let Some(p) = weak.upgrade() else { return };
-                let owner = f
-                    .kvs_lookup_get()
-                    .map_err(|e| e.message())
-                    .and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| e.to_string()))
-                    .map(|js| {
-                        js.pointer("/attributes/user/pancake/queue_id")
-                            .and_then(Value::as_u64)
-                    });
-                match owner {
-                    Ok(Some(q)) if q == queue_id => read_app_eventlog(&p, &n, app_id),
-                    Ok(_) => app_unreadable(
-                        &p,
-                        &n,
-                        app_id,
-                        &format!(
-                            "it is not the application job of {}",
-                            flux::job::id_f58(queue_id)
-                        ),
-                    ),
-                    Err(e) => app_unreadable(&p, &n, app_id, &e),
-                }
+    let res = container_pending(p, name).spawn(f, 30.0, move |f| {
+        let Some(p) = weak.upgrade() else { return };
+        let listed = f
+            .rpc_get()
+            .map_err(|e| e.message())
+            .and_then(|t| {
+                serde_json::from_str::<Value>(t.unwrap_or("{}")).map_err(|e| e.to_string())
+            })
+            .map(|v| {
+                v["jobs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|j| j["id"].as_u64())
+                    .collect::<Vec<u64>>()
             });
+        match listed {
+            Ok(ids) => check_candidates(&p, n, queue_id, ids),
+            Err(e) => found(&p, &n, Err(format!("job-list: {e}"))),
         }
-        Err(e) => app_unreadable(p, name, app_id, &e.message()),
+    });
+    if let Err(e) = res {
+        found(p, name, Err(e.message()));
     }
+}
+
+/// Read the jobspecs of `ids` one by one until one names `queue_id`.
+fn check_candidates(p: &Shared, name: String, queue_id: u64, mut ids: Vec<u64>) {
+    let answer = move |p: &Shared, name: String, result| {
+        feed(
+            p,
+            Event::AppFound {
+                id: queue_id,
+                container: name,
+                result,
+            },
+        )
+    };
+    let Some(app_id) = ids.pop() else {
+        return answer(p, name, Ok(None));
+    };
+    let n = name.clone();
+    read_queue_id(p, &name, app_id, move |p, owner| match owner {
+        Ok(Some(q)) if q == queue_id => answer(p, n, Ok(Some(app_id))),
+        Ok(_) => check_candidates(p, n, queue_id, ids),
+        Err(e) => answer(p, n, Err(format!("job {}: {e}", flux::job::id_f58(app_id)))),
+    });
 }
 
 /// Follow inactive application job `app_id`'s eventlog to its `clean` and

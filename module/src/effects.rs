@@ -73,6 +73,11 @@ pub(crate) fn perform(p: &Shared, action: Action) {
             container,
             app_id,
         } => apps::lookup_app(p, id, &container, app_id),
+        Action::FindApp {
+            id,
+            container,
+            since,
+        } => apps::find_app(p, id, &container, since),
         Action::Wake { after } => crate::after(p, after, |p| feed(p, Event::Tick)),
         Action::Reinit => apps::reinit_fluxion(p),
         Action::ResumeOutput {

@@ -162,6 +162,11 @@ pub struct AppRecord {
     pub t_run: f64,
     pub t_end: f64,
     pub outcome: String,
+    /// The queue job this one was forwarded for (`user.pancake.queue_id`
+    /// in its jobspec), if any. Pair queue and application jobs by this,
+    /// not by application job id: a restarted (stateless) application
+    /// broker hands out the same ids again.
+    pub queue_id: Option<u64>,
 }
 
 /// Every job an application broker ran, with the cores and GPUs it held.
@@ -188,6 +193,11 @@ pub fn app_records(b: &Broker) -> Vec<AppRecord> {
             continue; // never ran: never held anything
         }
         let r = Rv1::parse(&b.run(&["job", "info", id, "R"]).unwrap()).unwrap();
+        let queue_id = serde_json::from_str::<serde_json::Value>(
+            &b.run(&["job", "info", id, "jobspec"]).unwrap_or_default(),
+        )
+        .ok()
+        .and_then(|js| js.pointer("/attributes/user/pancake/queue_id")?.as_u64());
         let held = r
             .rank_map()
             .unwrap()
@@ -201,6 +211,7 @@ pub fn app_records(b: &Broker) -> Vec<AppRecord> {
             t_run,
             t_end,
             outcome: w[3..].join("|"),
+            queue_id,
         });
     }
     out
