@@ -81,6 +81,8 @@ struct Report {
     rss_start_kib: u64,
     rss_peak_kib: u64,
     rss_end_kib: u64,
+    /// The module's own heap once every job is gone (`heap_bytes`).
+    heap_end: u64,
 }
 
 /// Submit `jobs` random jobs, injecting `faults`, and check the invariants.
@@ -189,6 +191,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
                 "every allocation freed once: {st}"
             );
             report.stats = st["stats"].clone();
+            report.heap_end = st["heap_bytes"].as_u64().unwrap_or(0);
             break;
         }
         if std::time::Instant::now() >= deadline {
@@ -300,7 +303,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         "MEASURE random workload: {} jobs submitted; results {:?}; faults {:?}; \
          0 overlaps, 0 queue/application mismatches, pancake stats {}; \
          queue broker RSS {} KiB at start, {} KiB peak, {} KiB at the end; \
-         application jobs run {}",
+         module heap {} KiB at the end; application jobs run {}",
         report.submitted,
         report.results,
         report.faults,
@@ -308,6 +311,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         report.rss_start_kib,
         report.rss_peak_kib,
         report.rss_end_kib,
+        report.heap_end / 1024,
         records.len()
     );
     report
@@ -384,9 +388,24 @@ fn randomized_workload_keeps_the_invariants() {
         return;
     };
     let (jobs, seed) = size();
-    run(&mut pod, jobs, seed, &mut Faults::default());
+    // Two halves: once the first half's jobs are all gone, the module holds
+    // nothing for them, so the second half must end where the first did
+    // (a few hash-table resizes aside). A per-job leak of the module's
+    // heap (a closure, a map entry, a timer left behind) trips this.
+    let half = jobs.div_ceil(2);
+    let first = run(&mut pod, half, seed, &mut Faults::default()).heap_end;
+    let second = run(&mut pod, half, seed + 10, &mut Faults::default()).heap_end;
+    let grown = second.saturating_sub(first);
+    assert!(
+        grown <= HEAP_SLACK + 16 * half as u64,
+        "the module's heap grew by {grown} bytes over {half} jobs ({first} → {second})"
+    );
     pod.shutdown().unwrap();
 }
+
+/// What the module's heap may grow by between two equal batches without a
+/// leak: its hash tables and buffers grow to the busiest moment seen.
+const HEAP_SLACK: u64 = 64 * 1024;
 
 #[test]
 fn randomized_workload_over_grpc_keeps_the_invariants() {

@@ -229,6 +229,10 @@ struct Memory {
     rss_jobs: u64,
     /// After loading the module, which took every one of them up.
     rss_module: u64,
+    /// The module's own live heap (`heap_bytes`), bytes: loaded with no
+    /// job, and after taking up the held jobs.
+    heap_base: u64,
+    heap_jobs: u64,
     tracked: usize,
     jobspec_bytes: usize,
     load: String,
@@ -243,8 +247,13 @@ impl Memory {
     }
     /// KiB per waiting job that loading the module added (its base size
     /// included, so an upper bound).
-    fn module_per_job(&self) -> f64 {
+    fn module_rss_per_job(&self) -> f64 {
         (self.rss_module as f64 - self.rss_jobs as f64) / self.waiting as f64
+    }
+    /// KiB of the module's own heap per waiting job (its base size taken
+    /// out): what the dispatcher and the module keep for each.
+    fn module_per_job(&self) -> f64 {
+        (self.heap_jobs as f64 - self.heap_base as f64) / 1024.0 / self.waiting as f64
     }
 }
 
@@ -885,6 +894,17 @@ fn analyse(c: &Client, r: &RunResult, pancake: bool) -> Measure {
     m
 }
 
+fn status(c: &Client) -> Value {
+    c.rpc(0, "pancake.status", "{}")
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// The module's own live heap, bytes (read before the answer is built).
+fn heap_bytes(c: &Client) -> u64 {
+    status(c)["heap_bytes"].as_u64().unwrap_or(0)
+}
+
 /// Weigh the module with `--waiting` held container jobs.
 ///
 /// No `pancake.status` or `flux module stats` figure gives the module's
@@ -909,6 +929,7 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
         load: loadavg(),
         ..Memory::default()
     };
+    m.heap_base = heap_bytes(&c);
     // The plugin keeps the container names the module gave it.
     pod.queue.run(&["module", "remove", "pancake"])?;
     quiesce(qpid, None);
@@ -954,14 +975,18 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
     quiesce(qpid, None);
     m.rss_module = procstat::rss_kib(qpid);
     // Asked only now: the answer (every job) is big and would weigh too.
-    let st: Value = c
-        .rpc(0, "pancake.status", "{}")
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-        .unwrap_or(Value::Null);
+    let st = status(&c);
     m.tracked = st["jobs"].as_array().map(Vec::len).unwrap_or(0);
+    m.heap_jobs = st["heap_bytes"].as_u64().unwrap_or(0);
     eprintln!(
-        "   RSS {} KiB idle (plugin, no module) → {} KiB with {} held container jobs → {} KiB after loading pancake ({} tracked)",
-        m.rss_idle, m.rss_jobs, opts.waiting, m.rss_module, m.tracked
+        "   RSS {} KiB idle (plugin, no module) → {} KiB with {} held container jobs → {} KiB after loading pancake ({} tracked); module heap {} KiB with no job, {} KiB with them",
+        m.rss_idle,
+        m.rss_jobs,
+        opts.waiting,
+        m.rss_module,
+        m.tracked,
+        m.heap_base / 1024,
+        m.heap_jobs / 1024
     );
     drop(c);
     if let Err(e) = pod.shutdown() {
@@ -1184,7 +1209,8 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
                     s,
                     "queue broker (rank 0) VmRSS: {} KiB with the queue plugin and no module → {} KiB with {} held container jobs (jobspec {} bytes, environment included) → {} KiB after `flux module load pancake` took them up ({} tracked; load {}).\n\n\
                      * the broker without the module, per held container job (job-manager, KVS, content cache, plugin): {:.2} KiB\n\
-                     * **the module, per waiting job: {:.2} KiB** (its base size included: an upper bound)",
+                     * the broker's VmRSS that loading the module added, per waiting job: {:.2} KiB (the module's base size and what libflux holds for it included)\n\
+                     * **the module's own heap, per waiting job: {:.2} KiB** ({} KiB loaded with no job → {} KiB with them; `heap_bytes` in `pancake.status`)",
                     mem.rss_idle,
                     mem.rss_jobs,
                     mem.waiting,
@@ -1193,7 +1219,10 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
                     mem.tracked,
                     mem.load,
                     mem.broker_per_job(),
-                    mem.module_per_job()
+                    mem.module_rss_per_job(),
+                    mem.module_per_job(),
+                    mem.heap_base / 1024,
+                    mem.heap_jobs / 1024
                 );
             }
         }
@@ -1342,6 +1371,7 @@ fn csv(results: &[Measure], mem: Option<&Memory>) -> String {
         put("rss_held_jobs", mem.rss_jobs as f64, "KiB");
         put("rss_module_loaded", mem.rss_module as f64, "KiB");
         put("broker_per_job", mem.broker_per_job(), "KiB");
+        put("module_rss_per_job", mem.module_rss_per_job(), "KiB");
         put("module_per_job", mem.module_per_job(), "KiB");
     }
     s

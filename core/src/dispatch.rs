@@ -463,7 +463,7 @@ pub struct Job {
     /// Application job id, once submitted.
     pub app_id: Option<JobId>,
     /// The application R.
-    pub r: Option<Rv1>,
+    pub r: Option<Box<Rv1>>,
     /// The jobspec without its environment, as compact JSON text: what
     /// Fluxion matches, and what the application job is built from (the
     /// module adds the environment back from J when it submits). Kept as
@@ -476,7 +476,7 @@ pub struct Job {
     /// The application job's finish status, waiting to be mirrored.
     pending_finish: Option<i32>,
     /// A fatal application exception (type, note), waiting for its finish.
-    app_exception: Option<(String, String)>,
+    app_exception: Option<Box<(String, String)>>,
     /// The queue job already ended (exception or inactive).
     queue_ended: bool,
     /// The application job is clean.
@@ -1236,7 +1236,7 @@ impl Dispatcher {
         j.prior_fluxion_id = Some(fid);
         j.restore_due = prior.r.is_some();
         self.restores_due = true;
-        j.r = prior.r;
+        j.r = prior.r.map(Box::new);
         j.released = prior.released;
         j.queue_started = prior.started;
         j.recovering = true;
@@ -1303,7 +1303,7 @@ impl Dispatcher {
                 out.push(Action::Restore {
                     id: j.id,
                     fluxion_id,
-                    r: r.clone(),
+                    r: Rv1::clone(r),
                 });
             }
         }
@@ -1589,7 +1589,7 @@ impl Dispatcher {
                 fluxion_id: None,
                 app_id: Some(app_id),
                 restore_due: r.is_some(),
-                r,
+                r: r.map(Box::new),
                 jobspec: "null".into(),
                 queue_alloc: false,
                 queue_started: false,
@@ -1817,7 +1817,7 @@ impl Dispatcher {
                     id,
                     memo: json!({ "container": j.container, "fluxion_id": g.fluxion_id, "R": g.r }),
                 });
-                j.r = Some(g.r);
+                j.r = Some(Box::new(g.r));
                 out.push(Action::Submit {
                     id,
                     container: j.container.clone(),
@@ -1938,16 +1938,16 @@ impl Dispatcher {
         if let Some(r) = &j.r {
             let mut qr = r.clone();
             qr.execution.expiration = 0.0;
-            out.push(Action::Release { id: j.id, r: qr });
+            out.push(Action::Release { id: j.id, r: *qr });
         }
     }
 
     fn mirror_finish(j: &mut Job, status: i32, out: &mut Vec<Action>) {
         match j.app_exception.take() {
-            Some((kind, note)) => out.push(Action::Raise {
+            Some(exc) => out.push(Action::Raise {
                 id: j.id,
-                kind,
-                note: format!("container {}: {note}", j.container),
+                kind: exc.0,
+                note: format!("container {}: {}", j.container, exc.1),
                 wait_status: Some(status),
             }),
             None => out.push(Action::OverrideFinish { id: j.id, status }),
@@ -2012,7 +2012,7 @@ impl Dispatcher {
                 }
                 if j.phase == Phase::Running {
                     // Mirrored with the finish status, which follows.
-                    j.app_exception = Some((kind, note));
+                    j.app_exception = Some(Box::new((kind, note)));
                 } else {
                     // Before start: there will be no finish.
                     j.app_finished = true;

@@ -24,6 +24,7 @@ pub mod error;
 pub mod ffi;
 pub mod future;
 pub mod handle;
+pub mod heap;
 pub mod job;
 #[cfg(feature = "jobtap")]
 pub mod jobtap;

@@ -207,3 +207,4 @@ impl HandleRef {
         Ok(out)
     }
 }
+

@@ -1288,7 +1288,7 @@ fn random_step(rng: &mut Rng) -> String {
         seeds::jobspec_text(rng, &r)
     };
     let v = match rng.weighted(&[
-        12, 2, 1, 3, 1, 1, 1, 2, 2, 2, 4, 2, 4, 4, 2, 5, 4, 3, 8, 2, 2, 30, 6,
+        12, 2, 1, 3, 1, 1, 1, 2, 2, 2, 4, 2, 4, 4, 2, 5, 4, 3, 8, 2, 2, 30, 2, 6,
     ]) {
         0 => {
             let c = container(rng);
@@ -1303,6 +1303,7 @@ fn random_step(rng: &mut Rng) -> String {
                    "prior": {"fluxion_id": if rng.one_in(3) { Value::Null } else { json!(fluxion_id(rng)) },
                              "r": if rng.one_in(3) { Value::Null } else { some_r(rng) },
                              "app_id": if rng.one_in(2) { Value::Null } else { json!(rng.range(1, 10)) },
+                             "at": *rng.pick(&[0.0, 998.0, -1.0, f64::MAX]),
                              "released": rng.one_in(2), "started": rng.one_in(2)}})
         }
         2 => json!({"e": "backlog_done"}),
@@ -1352,6 +1353,9 @@ fn random_step(rng: &mut Rng) -> String {
         19 => json!({"e": "up", "c": container(rng)}),
         20 => json!({"e": "lost", "c": container(rng)}),
         21 => json!({"e": "respond", "n": 1 + rng.small(4)}),
+        22 => json!({"e": "app_found", "id": job_id(rng), "c": container(rng),
+                     "app": if rng.one_in(3) { Value::Null } else { json!(rng.range(1, 10)) },
+                     "err": if rng.one_in(4) { json!("job-list: ENOSYS") } else { Value::Null }}),
         _ => {
             json!({"e": "advance", "dt": *rng.pick(&[0.0, 0.001, 1.0, 5.0, 10.5, 61.0, 3600.0, 1e9])})
         }
@@ -1576,6 +1580,7 @@ fn to_event(v: &Value) -> Option<Event> {
                     fluxion_id: p["fluxion_id"].as_i64(),
                     r: r_of(&p["r"]),
                     app_id: p["app_id"].as_u64(),
+                    dispatched_at: p["at"].as_f64(),
                     released: p["released"].as_bool().unwrap_or(false),
                     started: p["started"].as_bool().unwrap_or(false),
                 },
@@ -1627,6 +1632,14 @@ fn to_event(v: &Value) -> Option<Event> {
             result: match v["err"].as_str() {
                 Some(e) => Err(e.to_string()),
                 None => Ok(v["app"].as_u64().unwrap_or(1)),
+            },
+        },
+        "app_found" => Event::AppFound {
+            id: id(),
+            container: c(),
+            result: match v["err"].as_str() {
+                Some(e) => Err(e.to_string()),
+                None => Ok(v["app"].as_u64()),
             },
         },
         "app_submitted" => Event::AppSubmitted {
@@ -1683,6 +1696,7 @@ impl World {
                 | Action::Restore { .. }
                 | Action::Reinit
                 | Action::Wake { .. }
+                | Action::FindApp { .. }
                 | Action::AppLookup { .. } => self.pending.push_back(a),
                 _ => {}
             }
@@ -1740,6 +1754,15 @@ impl World {
                 }
                 Event::FluxionReset
             }
+            Action::FindApp { id, container, .. } => Event::AppFound {
+                result: Ok(self
+                    .apps
+                    .get(&id)
+                    .filter(|(c, ..)| *c == container)
+                    .map(|(_, a, _)| *a)),
+                id,
+                container,
+            },
             Action::AppLookup {
                 container, app_id, ..
             } => Event::App {

@@ -14,6 +14,10 @@ mod fluxion_worker;
 mod output;
 pub mod worker;
 
+/// Count the module's heap (`heap_bytes` in `pancake.status`).
+#[global_allocator]
+static HEAP: flux::heap::Counting = flux::heap::Counting;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -341,6 +345,8 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
 
 /// The `pancake.status` answer (without the worker's name).
 fn status(p: &Shared) -> serde_json::Value {
+    // Before this answer's own allocations.
+    let heap = flux::heap::live();
     let mut st = p.borrow_mut();
     st.requests += 1;
     let counts = st.d.counts();
@@ -390,6 +396,8 @@ fn status(p: &Shared) -> serde_json::Value {
         // agrees with it): the nodes and cores `flux pancake map` draws.
         "graph": st.containers.iter().find_map(|c| c.r.as_ref()),
         "stats": st.d.stats(),
+        // The module's own live heap (flux::heap).
+        "heap_bytes": heap,
     })
 }
 
@@ -569,6 +577,8 @@ fn backlog_step(p: &Shared) {
             &format!("queue journal backlog in ({n} container jobs)"),
         );
         feed(p, Event::QueueBacklogDone);
+        // The backlog's messages and parse trees are all freed now.
+        flux::heap::release_free_heap();
     }
 }
 
