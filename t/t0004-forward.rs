@@ -323,6 +323,23 @@ fn strict_application_brokers_refuse_direct_and_forged_jobs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("--setattr=container=lammps"), "{err}");
+    // So is a guest's, with or without an R of its own. (A flux-core built
+    // without flux-security refuses a guest's J in job-ingest already, as
+    // here; with it, the plugin does: `app_admission` in the plugin's unit
+    // tests covers that refusal.)
+    for extra in [&[][..], &["--setattr=system.alloc-bypass.R={}"][..]] {
+        let mut args = extra.to_vec();
+        args.push("true");
+        let out = common::submit_as_guest(app, 4242, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && (err.contains("only instance owner can use sign-type=none")
+                    || err.contains("pancake: only the instance owner")
+                    || err.contains("--setattr=container=lammps")),
+            "a guest's job: {err}"
+        );
+    }
     // A pancake job runs; an owner job whose R overlaps it is refused (the
     // defence in depth against a buggy module), one outside the broker too.
     let id = submit(

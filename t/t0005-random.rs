@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use common::{AppRecord, app_records, check_no_overlap, dmesg, pancake_pod, rpc};
 use pancake_pod::{FluxionServer, Pod, PodSpec};
@@ -247,12 +247,23 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
             "{id}|{id.dec}|{user.container}|{user.app_id}|{result}|{returncode}|{waitstatus}",
         ])
         .unwrap();
+    // This run's jobs (an earlier run on the same pod listed its own), every
+    // one of them.
+    let mine: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let rows: Vec<Vec<&str>> = listing
+        .lines()
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|w| w.len() >= 7 && mine.contains(w[0]))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        ids.len(),
+        "flux jobs lists {} of the {} queue jobs submitted",
+        rows.len(),
+        ids.len()
+    );
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
-    for line in listing.lines() {
-        let w: Vec<&str> = line.split('|').map(str::trim).collect();
-        if w.len() < 7 {
-            continue;
-        }
+    for w in rows {
         let (id, container, app_id) = (w[0], w[2], w[3]);
         let queue_outcome = w[4..].join("|");
         *tally.entry(w[4].to_string()).or_default() += 1;

@@ -21,6 +21,11 @@
 #   PANCAKE_FLUXION  grpc://HOST:PORT of Fluxion, or embedded
 #                    (the MiniCluster's fluxion service on port 4242)
 #   PANCAKE_OPTIONS  more module options, e.g. "strict=true queue-policy=easy"
+#   PANCAKE_INGEST_BATCH_COUNT
+#                    job-ingest's batch-count in the queue broker (1: commit
+#                    each submitted job at once, not after job-ingest's 10 ms
+#                    batching window: a container job reaches its application
+#                    broker ~13 ms sooner; empty: keep flux-core's default)
 
 set -eu
 
@@ -37,6 +42,13 @@ for f in pancake.so pancake-bypass.so flux-pancake; do
         mv -f "$dst/.$f.new" "$dst/$f"
     fi
 done
+
+# The queue broker only routes container jobs: favour latency over
+# batching (this broker's ingest only; the application brokers keep theirs).
+batch=${PANCAKE_INGEST_BATCH_COUNT-1}
+if [ -n "$batch" ]; then
+    flux module reload job-ingest "batch-count=$batch"
+fi
 
 flux jobtap load "$dst/pancake-bypass.so" role=queue
 # PANCAKE_OPTIONS is a list of words: leave it unquoted.

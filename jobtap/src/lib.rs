@@ -308,50 +308,20 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
     let s = Rc::clone(st);
     p.add_handler("job.validate", move |p, _topic, args| {
         let input = args.input()?;
-        let r = input.pointer("/jobspec/attributes/system/alloc-bypass/R").cloned();
-        let st = s.borrow();
-        let Some(r) = r else {
-            if st.strict {
-                let name = if st.container.is_empty() { "<this container>" } else { &st.container };
-                return p.reject(
-                    args,
-                    &format!(
-                        "pancake: this broker runs only jobs forwarded by pancake; submit on the queue broker with --setattr=container={name}"
-                    ),
-                );
-            }
-            return Ok(());
-        };
-        let uid = input.get("userid").and_then(Value::as_u64).unwrap_or(u64::MAX);
-        if uid != u64::from(owner_uid()) {
-            return p.reject(args, "pancake: only the instance owner may submit a job with a pancake R");
-        }
-        let r = match serde_json::from_value::<Rv1>(r).map_err(|e| e.to_string()).and_then(|r| {
-            r.validate().map_err(|e| e.to_string())?;
-            Ok(r)
-        }) {
-            Ok(r) => r,
-            Err(e) => return p.reject(args, &format!("pancake: invalid R: {e}")),
-        };
-        let Some(mine) = &st.resources else {
-            return p.reject(args, "pancake: this broker's resource.R is not loaded yet; retry");
-        };
-        match r.is_subset_of(mine) {
-            Ok(true) => {}
-            Ok(false) => return p.reject(args, "pancake: R is not inside this broker's resources"),
-            Err(e) => return p.reject(args, &format!("pancake: R: {e}")),
-        }
-        drop(st);
+        let r = input
+            .pointer("/jobspec/attributes/system/alloc-bypass/R")
+            .cloned();
+        let uid = input
+            .get("userid")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
         forget_unconfirmed(&mut s.borrow_mut());
         let st = s.borrow();
-        for (other, held) in &st.admitted {
-            if held.overlaps(&r).unwrap_or(true) {
-                return p.reject(
-                    args,
-                    &format!("pancake: R overlaps running job {}", flux::job::id_f58(*other)),
-                );
-            }
-        }
+        let r = match admit_app(&st, uid, owner_uid(), r) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(why) => return p.reject(args, &why),
+        };
         drop(st);
         let id = job_id(&input);
         let mut st = s.borrow_mut();
@@ -380,6 +350,55 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
         Ok(())
     })?;
     Ok(())
+}
+
+/// Whether the application role admits a job of user `uid` (the broker's
+/// owner is `owner`) carrying alloc-bypass R `r`: `Ok(Some(R))` for a
+/// pancake job to allocate with R, `Ok(None)` for a job that is none of
+/// pancake's business (no R, strict mode off), or the reason to refuse it.
+fn admit_app(st: &State, uid: u64, owner: u32, r: Option<Value>) -> Result<Option<Rv1>, String> {
+    let Some(r) = r else {
+        if st.strict {
+            let name = if st.container.is_empty() {
+                "<this container>"
+            } else {
+                &st.container
+            };
+            return Err(format!(
+                "pancake: this broker runs only jobs forwarded by pancake; submit on the queue broker with --setattr=container={name}"
+            ));
+        }
+        return Ok(None);
+    };
+    if uid != u64::from(owner) {
+        return Err("pancake: only the instance owner may submit a job with a pancake R".into());
+    }
+    let r = serde_json::from_value::<Rv1>(r)
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            r.validate().map_err(|e| e.to_string())?;
+            Ok(r)
+        })
+        .map_err(|e| format!("pancake: invalid R: {e}"))?;
+    let Some(mine) = &st.resources else {
+        return Err("pancake: this broker's resource.R is not loaded yet; retry".into());
+    };
+    match r.is_subset_of(mine) {
+        Ok(true) => {}
+        Ok(false) => return Err("pancake: R is not inside this broker's resources".into()),
+        Err(e) => return Err(format!("pancake: R: {e}")),
+    }
+    if let Some((other, _)) = st
+        .admitted
+        .iter()
+        .find(|(_, held)| held.overlaps(&r).unwrap_or(true))
+    {
+        return Err(format!(
+            "pancake: R overlaps running job {}",
+            flux::job::id_f58(*other)
+        ));
+    }
+    Ok(Some(r))
 }
 
 /// How long a validated job may take to be created before its admission
@@ -452,5 +471,61 @@ mod tests {
         for bad in ["", "../etc", "a/b", ".hidden", "sp ace", &"x".repeat(65)] {
             assert!(!valid_container_name(bad), "{bad}");
         }
+    }
+
+    /// An R on ranks `ranks` (one rank, or a range), host `n<rank>` each.
+    fn r_of(ranks: &str, cores: &str) -> Value {
+        let hosts = if ranks.contains('-') {
+            format!("n[{ranks}]")
+        } else {
+            format!("n{ranks}")
+        };
+        json!({"version": 1, "execution": {"R_lite": [{"rank": ranks, "children": {"core": cores}}],
+               "nodelist": [hosts], "starttime": 0.0, "expiration": 0.0}})
+    }
+
+    /// The app role's admission, guests included (a flux-core without
+    /// flux-security refuses a guest's J before any plugin sees it, so
+    /// tier 2 cannot get a guest this far).
+    #[test]
+    fn app_admission() {
+        const OWNER: u32 = 1000;
+        let mut st = State {
+            container: "ior".into(),
+            resources: Some(serde_json::from_value(r_of("0-3", "0-9")).unwrap()),
+            ..State::default()
+        };
+        let admit = |st: &State, uid: u64, r: Option<Value>| admit_app(st, uid, OWNER, r);
+        // Not strict: a plain job, anyone's, is not pancake's business.
+        assert!(matches!(admit(&st, 42, None), Ok(None)));
+        // A guest with an R is refused, strict or not.
+        let err = admit(&st, 42, Some(r_of("0", "0"))).unwrap_err();
+        assert!(err.contains("only the instance owner"), "{err}");
+        st.strict = true;
+        let err = admit(&st, 42, Some(r_of("0", "0"))).unwrap_err();
+        assert!(err.contains("only the instance owner"), "{err}");
+        // Strict: a plain job is refused for anyone, naming the way in.
+        for uid in [42, u64::from(OWNER)] {
+            let err = admit(&st, uid, None).unwrap_err();
+            assert!(err.contains("--setattr=container=ior"), "{err}");
+        }
+        // The owner's R: inside the broker, not overlapping admitted jobs.
+        let ok = admit(&st, u64::from(OWNER), Some(r_of("1", "2-3"))).unwrap();
+        assert!(ok.is_some());
+        st.admitted.insert(7, ok.unwrap());
+        let err = admit(&st, u64::from(OWNER), Some(r_of("1", "3-4"))).unwrap_err();
+        assert!(err.contains("overlaps running job"), "{err}");
+        assert!(
+            admit(&st, u64::from(OWNER), Some(r_of("1", "4-5")))
+                .unwrap()
+                .is_some()
+        );
+        let err = admit(&st, u64::from(OWNER), Some(r_of("4", "0"))).unwrap_err();
+        assert!(err.contains("not inside"), "{err}");
+        let err = admit(&st, u64::from(OWNER), Some(json!({"version": 9}))).unwrap_err();
+        assert!(err.contains("invalid R"), "{err}");
+        st.resources = None;
+        let err = admit(&st, u64::from(OWNER), Some(r_of("0", "0"))).unwrap_err();
+        assert!(err.contains("not loaded yet"), "{err}");
     }
 }

@@ -316,6 +316,12 @@ impl Pod {
         if state != QueueState::Ephemeral {
             toml.push_str("\n[kvs]\ncheckpoint-period = \"1s\"\n");
         }
+        if index == 0 {
+            // The queue broker commits each submitted job at once instead of
+            // batching for 10 ms, as examples/minicluster/pancake-queue.sh
+            // sets it: a container job reaches pancake one batch sooner.
+            toml.push_str("\n[ingest]\nbatch-count = 1\n");
+        }
         fs::write(conf_dir.join("broker.toml"), toml).map_err(|e| e.to_string())?;
         fs::write(self.root.join(format!("etc/flux/meta/{index}-{name}")), "")
             .map_err(|e| e.to_string())?;
