@@ -458,7 +458,7 @@ fn slot_r(spec: &PodSpec, s: usize) -> Result<Rv1, String> {
 /// the whole queue broker without call graphs (where its time goes, thread
 /// by thread), and the module's own threads with DWARF call graphs (Rust
 /// code has no frame pointers, so `-g` alone loses the callers).
-fn start_perf(pid: i32, dir: &std::path::Path, name: &str) -> Vec<Child> {
+fn start_perf(pid: i32, apps: &[i32], dir: &std::path::Path, name: &str) -> Vec<Child> {
     let _ = std::fs::create_dir_all(dir);
     let threads = procstat::threads(pid);
     let tids: Vec<String> = ["pancake", "pancake-worker"]
@@ -492,6 +492,23 @@ fn start_perf(pid: i32, dir: &std::path::Path, name: &str) -> Vec<Child> {
         "-o".into(),
         file("-broker"),
     ]);
+    // The application brokers (rank 0 of each), to compare their cost per
+    // job with and without pancake.
+    if !apps.is_empty() {
+        spawn(vec![
+            "record".into(),
+            "-g".into(),
+            "-F".into(),
+            "999".into(),
+            "-p".into(),
+            apps.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "-o".into(),
+            file("-apps"),
+        ]);
+    }
     if !tids.is_empty() {
         spawn(vec![
             "record".into(),
@@ -622,13 +639,21 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
     }
 
     let mut out = Vec::new();
-    let perf = match (&opts.perf, pancake) {
-        (Some(dir), true) => start_perf(
-            qpid,
-            dir,
-            &format!("perf-{}-{}", exec.name(), mode.name().replace('+', "-")),
-        ),
-        _ => Vec::new(),
+    let perf = match &opts.perf {
+        Some(dir) => {
+            let apps: Vec<i32> = pod
+                .apps
+                .iter()
+                .filter_map(|b| b.broker_pid().ok())
+                .collect();
+            start_perf(
+                qpid,
+                &apps,
+                dir,
+                &format!("perf-{}-{}", exec.name(), mode.name().replace('+', "-")),
+            )
+        }
+        None => Vec::new(),
     };
     let run = |jobs: usize, in_flight: usize, phase: &'static str| -> Measure {
         let load_before = loadavg();
