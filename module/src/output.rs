@@ -35,7 +35,7 @@ pub(crate) struct Copy {
     eofs: u64,
     /// The watch ended (or all streams ended).
     ended: bool,
-    /// Appends not committed yet.
+    /// Appends not committed yet (at most one at a time).
     inflight: u32,
     /// Actions (the finish) waiting for the copy to complete.
     waiters: Vec<Deferred>,
@@ -233,6 +233,10 @@ fn commit(p: &Shared, id: JobId) {
             c.buffer.clear();
             return;
         }
+        // One append in flight per job: what arrives meanwhile goes out
+        // with the next one (a job's header and eofs often come together:
+        // fewer KVS commits in the queue broker, and the order is kept).
+        Some(c) if c.inflight > 0 => return,
         Some(c) if !c.buffer.is_empty() => std::mem::take(&mut c.buffer),
         _ => return,
     };
@@ -283,6 +287,8 @@ fn commit(p: &Shared, id: JobId) {
                 if let Some(c) = p.borrow_mut().outputs.copies.get_mut(&id) {
                     c.inflight = c.inflight.saturating_sub(1);
                 }
+                // What arrived while this append was in flight.
+                commit(&p, id);
                 check(&p, id);
             });
         }
