@@ -81,7 +81,9 @@ struct Report {
     rss_start_kib: u64,
     rss_peak_kib: u64,
     rss_end_kib: u64,
-    /// The module's own heap once every job is gone (`heap_bytes`).
+    /// The module's own heap (`heap_bytes`): the largest seen while jobs
+    /// were submitted (sampled every 25), and once every job is gone.
+    heap_peak: u64,
     heap_end: u64,
 }
 
@@ -161,6 +163,14 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
             let _ = pod.queue.output(&["cancel", victim]);
         }
         report.rss_peak_kib = report.rss_peak_kib.max(pod.queue.rss_kib().unwrap_or(0));
+        if n % 25 == 0 {
+            let heap = rpc(&pod.queue, "pancake.status", "{}")
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|st| st["heap_bytes"].as_u64())
+                .unwrap_or(0);
+            report.heap_peak = report.heap_peak.max(heap);
+        }
     }
     if let Some((c, _)) = dead {
         pod.restart_app(c).unwrap();
@@ -314,7 +324,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         "MEASURE random workload: {} jobs submitted; results {:?}; faults {:?}; \
          0 overlaps, 0 queue/application mismatches, pancake stats {}; \
          queue broker RSS {} KiB at start, {} KiB peak, {} KiB at the end; \
-         module heap {} KiB at the end; application jobs run {}",
+         module heap {} KiB peak, {} KiB at the end; application jobs run {}",
         report.submitted,
         report.results,
         report.faults,
@@ -322,6 +332,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         report.rss_start_kib,
         report.rss_peak_kib,
         report.rss_end_kib,
+        report.heap_peak / 1024,
         report.heap_end / 1024,
         records.len()
     );
