@@ -25,7 +25,7 @@ use std::rc::Rc;
 use flux::job::JobId;
 use flux::jobtap::{Args, CURRENT_JOB, PluginRef};
 use flux::{Level, Pending, Role as MsgRole};
-use fluxion::Rv1;
+use fluxion::{IdSet, Rv1};
 use pancake_core::role::Role;
 use serde_json::{Value, json};
 
@@ -373,16 +373,27 @@ fn admit_app(st: &State, uid: u64, owner: u32, r: Option<Value>) -> Result<Optio
     if uid != u64::from(owner) {
         return Err("pancake: only the instance owner may submit a job with a pancake R".into());
     }
-    let r = serde_json::from_value::<Rv1>(r)
-        .map_err(|e| e.to_string())
-        .and_then(|r| {
-            r.validate().map_err(|e| e.to_string())?;
-            Ok(r)
-        })
-        .map_err(|e| format!("pancake: invalid R: {e}"))?;
+    let r = serde_json::from_value::<Rv1>(r).map_err(|e| format!("pancake: invalid R: {e}"))?;
     let Some(mine) = &st.resources else {
         return Err("pancake: this broker's resource.R is not loaded yet; retry".into());
     };
+    // Ranks first, as idsets: checking an R rank by rank (below) would
+    // expand one naming a million ranks in the job-manager's thread.
+    let broker_ranks = mine
+        .execution
+        .r_lite
+        .iter()
+        .filter_map(|e| IdSet::parse(&e.rank).ok())
+        .fold(IdSet::new(), |all, s| all.union(&s));
+    for e in &r.execution.r_lite {
+        match IdSet::parse(&e.rank) {
+            Ok(ranks) if ranks.is_subset(&broker_ranks) => {}
+            Ok(_) => return Err("pancake: R is not inside this broker's resources".into()),
+            Err(e) => return Err(format!("pancake: invalid R: {e}")),
+        }
+    }
+    r.validate()
+        .map_err(|e| format!("pancake: invalid R: {e}"))?;
     match r.is_subset_of(mine) {
         Ok(true) => {}
         Ok(false) => return Err("pancake: R is not inside this broker's resources".into()),
@@ -521,6 +532,13 @@ mod tests {
                 .is_some()
         );
         let err = admit(&st, u64::from(OWNER), Some(r_of("4", "0"))).unwrap_err();
+        assert!(err.contains("not inside"), "{err}");
+        // A million ranks is refused from the idsets, before anything
+        // expands them rank by rank (most of a second in the job-manager):
+        // its nodelist is wrong too, which only the expansion would see.
+        let mut huge = r_of("0-1048575", "0");
+        huge["execution"]["nodelist"] = json!(["n0"]);
+        let err = admit(&st, u64::from(OWNER), Some(huge)).unwrap_err();
         assert!(err.contains("not inside"), "{err}");
         let err = admit(&st, u64::from(OWNER), Some(json!({"version": 9}))).unwrap_err();
         assert!(err.contains("invalid R"), "{err}");
