@@ -1,10 +1,11 @@
 //! The command line of `flux-pancake`, parsed by hand (three subcommands and
-//! three options do not justify a parser dependency).
+//! four options do not justify a parser dependency).
 //!
 //! The shape follows flux-core's C commands (`flux module`, `flux ping`):
 //! `Usage:` lines, an option list, `unrecognized option` errors with a
 //! `Try ... --help` hint. Usage errors exit 2, like flux-core's commands.
 
+use pancake_core::options::parse_fsd;
 use pancake_core::show::ColorWhen;
 
 /// The program name in messages (flux runs us as `flux-pancake`).
@@ -41,7 +42,7 @@ const COMMANDS: &[(&str, Command, &str)] = &[
 ];
 
 /// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Args {
     /// The subcommand.
     pub command: Command,
@@ -49,10 +50,16 @@ pub struct Args {
     pub json: bool,
     /// `--color[=WHEN]` (status and map).
     pub color: ColorWhen,
+    /// `-t, --timeout=FSD`: how long to wait for the module's answer
+    /// (seconds; 0 waits forever).
+    pub timeout: f64,
 }
 
+/// How long the module's answer is awaited unless `--timeout` says.
+pub const DEFAULT_TIMEOUT: f64 = 30.0;
+
 /// The outcome of parsing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
     /// Run this.
     Run(Args),
@@ -115,6 +122,11 @@ pub fn command_usage(c: Command) -> String {
         Command::Jobs => "Print the jobs as pancake.status reports them, as JSON",
     };
     s.push_str(&opt("", "--json", json));
+    s.push_str(&opt(
+        "-t",
+        "--timeout=FSD",
+        "Give up if the module has not answered after FSD (a Flux Standard Duration, e.g. 5s; default 30s; 0 waits forever)",
+    ));
     if c != Command::Jobs {
         s.push_str(&opt(
             "",
@@ -144,8 +156,9 @@ pub fn parse(argv: &[String]) -> Parsed {
         command,
         json: false,
         color: ColorWhen::Auto,
+        timeout: DEFAULT_TIMEOUT,
     };
-    for a in it {
+    while let Some(a) = it.next() {
         let (name, value) = match a.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n, Some(v)),
             _ => (a.as_str(), None),
@@ -153,6 +166,20 @@ pub fn parse(argv: &[String]) -> Parsed {
         match (name, value) {
             ("-h" | "--help", None) => return Parsed::Help(command_usage(command)),
             ("--json", None) => args.json = true,
+            ("-t" | "--timeout", v) => {
+                // `--timeout=FSD`, or the value as the next argument.
+                let Some(v) = v.map(str::to_string).or_else(|| it.next().cloned()) else {
+                    return Parsed::Usage(format!("option '{name}' requires an argument"));
+                };
+                args.timeout = match parse_fsd(&v) {
+                    Some(t) if t >= 0.0 => t,
+                    _ => {
+                        return Parsed::Usage(format!(
+                            "{name}: invalid duration '{v}' (e.g. 30s, 2m)"
+                        ));
+                    }
+                };
+            }
             ("--color", v) if command != Command::Jobs => {
                 args.color = match v.map(ColorWhen::parse) {
                     None => ColorWhen::Always,
@@ -200,6 +227,10 @@ mod tests {
         assert_eq!(run(&["map", "--color"]).color, ColorWhen::Always);
         assert_eq!(run(&["map", "--color=never"]).color, ColorWhen::Never);
         assert_eq!(run(&["status", "--color=auto"]).color, ColorWhen::Auto);
+        assert_eq!(run(&["status"]).timeout, DEFAULT_TIMEOUT);
+        assert_eq!(run(&["status", "--timeout=2m"]).timeout, 120.0);
+        assert_eq!(run(&["jobs", "-t", "5s", "--json"]).timeout, 5.0);
+        assert_eq!(run(&["map", "-t", "0"]).timeout, 0.0);
     }
 
     #[test]
@@ -244,5 +275,7 @@ mod tests {
         // Options that take no value refuse one; jobs has no colour.
         assert!(usage(&["jobs", "--json=1"]).contains("unrecognized option"));
         assert!(usage(&["jobs", "--color"]).contains("unrecognized option"));
+        assert!(usage(&["status", "-t"]).contains("requires an argument"));
+        assert!(usage(&["status", "--timeout=soon"]).contains("invalid duration 'soon'"));
     }
 }

@@ -55,7 +55,7 @@ fn emit(text: &str) -> ExitCode {
 }
 
 fn run(a: &Args) -> Result<String, String> {
-    let status = fetch_status()?;
+    let status = fetch_status(a.timeout)?;
     let style = Style {
         color: a.color.resolve(
             std::io::stdout().is_terminal(),
@@ -76,13 +76,25 @@ fn run(a: &Args) -> Result<String, String> {
 }
 
 /// Ask the module in the broker at `FLUX_URI` for its status.
-fn fetch_status() -> Result<Value, String> {
+fn fetch_status(timeout: f64) -> Result<Value, String> {
     let h = flux::Handle::open(None, 0).map_err(|e| format!("cannot connect to Flux: {e}"))?;
     let f = h
         .rpc("pancake.status", Some("{}"), flux::NODEID_ANY, 0)
         .map_err(|e| format!("pancake.status: {e}"))?;
-    // rpc_get blocks until the answer arrives: a command has no reactor to
-    // return to, and the module answers without waiting on any job.
+    // A command has no reactor to return to: wait here, but not forever
+    // (the module answers at once unless its broker is stuck).
+    let waited = if timeout > 0.0 {
+        f.wait_for(timeout)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = waited {
+        return Err(if e.errno == libc::ETIMEDOUT {
+            format!("pancake.status: no answer from the pancake module in {timeout} s")
+        } else {
+            format!("pancake.status: {e}")
+        });
+    }
     let text = match f.rpc_get() {
         Ok(t) => t.unwrap_or("{}").to_string(),
         // The broker answers ENOSYS for a service nobody registered.
