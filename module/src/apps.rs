@@ -782,6 +782,9 @@ fn read_queue_id(
         Ok(f) => f,
         Err(e) => return then(p, Err(e.message())),
     };
+    // Called exactly once: by the continuation, or here if it cannot be set.
+    let then = Rc::new(std::cell::RefCell::new(Some(then)));
+    let once = Rc::clone(&then);
     let weak = Rc::downgrade(p);
     let res = container_pending(p, name).spawn(f, 30.0, move |f| {
         let Some(p) = weak.upgrade() else { return };
@@ -793,19 +796,16 @@ fn read_queue_id(
                 js.pointer("/attributes/user/pancake/queue_id")
                     .and_then(Value::as_u64)
             });
-        then(&p, owner)
+        let cb = once.borrow_mut().take();
+        if let Some(cb) = cb {
+            cb(&p, owner)
+        }
     });
     if let Err(e) = res {
-        // The callback was dropped unrun: nobody else will answer.
-        log(
-            p,
-            Level::Err,
-            &format!(
-                "container {name}: job {}: cannot read its jobspec: {}",
-                flux::job::id_f58(app_id),
-                e.message()
-            ),
-        );
+        let cb = then.borrow_mut().take();
+        if let Some(cb) = cb {
+            cb(p, Err(e.message()))
+        }
     }
 }
 
@@ -824,16 +824,7 @@ pub(crate) fn find_app(p: &Shared, queue_id: u64, name: &str, since: f64) {
         "constraint": { "t_submit": [format!(">={}", (since - 1.0).max(0.0))] },
     })
     .to_string();
-    let found = move |p: &Shared, name: &str, result| {
-        feed(
-            p,
-            Event::AppFound {
-                id: queue_id,
-                container: name.to_string(),
-                result,
-            },
-        )
-    };
+    let found = move |p: &Shared, name: &str, result| app_found(p, queue_id, name, result);
     let f = with_handle(p, name, |h| {
         h.rpc("job-list.list", Some(&payload), flux::NODEID_ANY, 0)
     });
@@ -869,18 +860,21 @@ pub(crate) fn find_app(p: &Shared, queue_id: u64, name: &str, since: f64) {
     }
 }
 
+/// Tell the dispatcher how the search for `queue_id`'s job on `name` ended.
+fn app_found(p: &Shared, queue_id: u64, name: &str, result: Result<Option<u64>, String>) {
+    feed(
+        p,
+        Event::AppFound {
+            id: queue_id,
+            container: name.to_string(),
+            result,
+        },
+    )
+}
+
 /// Read the jobspecs of `ids` one by one until one names `queue_id`.
 fn check_candidates(p: &Shared, name: String, queue_id: u64, mut ids: Vec<u64>) {
-    let answer = move |p: &Shared, name: String, result| {
-        feed(
-            p,
-            Event::AppFound {
-                id: queue_id,
-                container: name,
-                result,
-            },
-        )
-    };
+    let answer = move |p: &Shared, name: String, result| app_found(p, queue_id, &name, result);
     let Some(app_id) = ids.pop() else {
         return answer(p, name, Ok(None));
     };
