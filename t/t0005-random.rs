@@ -322,7 +322,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
     report.rss_end_kib = q.rss_kib().unwrap_or(0);
     eprintln!(
         "MEASURE random workload: {} jobs submitted; results {:?}; faults {:?}; \
-         0 overlaps, 0 queue/application mismatches, pancake stats {}; \
+         0 overlaps, 0 leaked or double-freed allocations (granted = freed), 0 queue/application mismatches, pancake stats {}; \
          queue broker RSS {} KiB at start, {} KiB peak, {} KiB at the end; \
          module heap {} KiB peak, {} KiB at the end; application jobs run {}",
         report.submitted,
