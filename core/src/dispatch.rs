@@ -1506,8 +1506,9 @@ impl Dispatcher {
                 });
             }
             Ok(Some(app_id)) => {
-                // It went through and ended while pancake was away: its
-                // record tells how (and its cores are free once it is clean).
+                // It went through (and most likely ended while pancake was
+                // away): its eventlog, followed to clean, tells how, and its
+                // cores are free once it is clean.
                 j.unconfirmed = None;
                 j.recovering = false;
                 j.app_id = Some(app_id);
@@ -1516,7 +1517,7 @@ impl Dispatcher {
                 self.stats.forwarded += 1;
                 out.push(Action::Log {
                     id: Some(id),
-                    text: format!("the earlier submit ran as {container} job {app_id}"),
+                    text: format!("the earlier submit reached {container} as job {app_id}"),
                 });
                 out.push(Action::Memo {
                     id,
