@@ -69,9 +69,9 @@ pub fn live() -> usize {
 /// per message: it walks every arena. A no-op where the C library has no
 /// `malloc_trim`.
 pub fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of the allocator's own
     // arenas to the kernel; it touches no live allocation and is thread-safe.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::malloc_trim(0);
     }

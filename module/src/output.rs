@@ -35,8 +35,8 @@ pub(crate) struct Copy {
     eofs: u64,
     /// The watch ended (or all streams ended).
     ended: bool,
-    /// Appends not committed yet (at most one at a time).
-    inflight: u32,
+    /// An append is being committed (one at a time per job).
+    committing: bool,
     /// Actions (the finish) waiting for the copy to complete.
     waiters: Vec<Deferred>,
     /// The watch: container and id in that container's futures.
@@ -53,7 +53,7 @@ pub(crate) struct Copy {
 
 impl Copy {
     fn complete(&self) -> bool {
-        self.ended && self.inflight == 0 && (self.started || self.buffer.is_empty())
+        self.ended && !self.committing && (self.started || self.buffer.is_empty())
     }
 }
 
@@ -236,7 +236,7 @@ fn commit(p: &Shared, id: JobId) {
         // One append in flight per job: what arrives meanwhile goes out
         // with the next one (a job's header and eofs often come together:
         // fewer KVS commits in the queue broker, and the order is kept).
-        Some(c) if c.inflight > 0 => return,
+        Some(c) if c.committing => return,
         Some(c) if !c.buffer.is_empty() => std::mem::take(&mut c.buffer),
         _ => return,
     };
@@ -250,7 +250,7 @@ fn commit(p: &Shared, id: JobId) {
     match f {
         Ok(f) => {
             if let Some(c) = p.borrow_mut().outputs.copies.get_mut(&id) {
-                c.inflight += 1;
+                c.committing = true;
             }
             let weak = Rc::downgrade(p);
             let pending = p.borrow().pending.clone();
@@ -285,7 +285,7 @@ fn commit(p: &Shared, id: JobId) {
                     ),
                 }
                 if let Some(c) = p.borrow_mut().outputs.copies.get_mut(&id) {
-                    c.inflight = c.inflight.saturating_sub(1);
+                    c.committing = false;
                 }
                 // What arrived while this append was in flight.
                 commit(&p, id);
@@ -345,7 +345,7 @@ pub(crate) fn after_output(p: &Shared, id: JobId, action: impl FnOnce(&Shared) +
         let stuck = match p.borrow_mut().outputs.copies.get_mut(&id) {
             Some(c) => {
                 c.ended = true;
-                c.inflight = 0;
+                c.committing = false;
                 c.started = true;
                 true
             }
