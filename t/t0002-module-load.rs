@@ -24,8 +24,7 @@ fn module_loads_answers_and_unloads_cleanly() {
     );
     // Flux named the module after the file: its service is pancake.*.
     q.run(&["ping", "-c", "1", "pancake"]).unwrap();
-    let status: serde_json::Value =
-        serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+    let status: serde_json::Value = common::status(q);
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         status["worker"], "pancake-worker",
@@ -121,8 +120,7 @@ fn config_table_and_reload() {
     text.push_str("\n[pancake]\nfluxion = \"grpc://127.0.0.1:4242\"\nqueue-policy = \"easy\"\n");
     std::fs::write(&conf, &text).unwrap();
     q.run(&["config", "reload"]).unwrap();
-    let status: serde_json::Value =
-        serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+    let status: serde_json::Value = common::status(q);
     assert_eq!(status["options"]["queue-policy"], "easy", "{status}");
     assert_eq!(status["fluxion"]["backend"], "embedded", "{status}");
     assert!(

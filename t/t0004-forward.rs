@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{dmesg, job_field, pancake_pod, rpc, submit, wait_clean};
+use common::{dmesg, job_field, pancake_pod, submit, wait_clean};
 use pancake_pod::PodSpec;
 
 #[test]
@@ -252,8 +252,7 @@ fn shapes(test: &str, grpc: bool) {
         "two GPUs: {g:?}"
     );
 
-    let st: serde_json::Value =
-        serde_json::from_str(&common::rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap();
+    let st: serde_json::Value = common::status(&pod.queue);
     assert_eq!(
         st["fluxion"]["backend"],
         if grpc {
@@ -417,8 +416,7 @@ fn a_dying_application_broker_fails_its_jobs_and_spares_the_others() {
         "{}",
         dmesg(&pod.queue)
     );
-    let st: serde_json::Value =
-        serde_json::from_str(&common::rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap();
+    let st: serde_json::Value = common::status(&pod.queue);
     let ior = st["containers"]
         .as_array()
         .unwrap()
@@ -518,8 +516,7 @@ fn a_restarted_fluxion_gets_live_allocations_back() {
     assert!(bad.is_empty(), "{bad:#?}\n{}", dmesg(q));
     let log = dmesg(q);
     assert!(log.contains("fluxion holds the graph again"), "{log}");
-    let st: serde_json::Value =
-        serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+    let st: serde_json::Value = common::status(q);
     assert_eq!(st["stats"]["granted"], st["stats"]["freed"], "{st}");
     pod.shutdown().unwrap();
 }
@@ -624,8 +621,7 @@ fn a_returning_application_broker_is_reconnected() {
         log.contains("container chatterbug is back without it: its cores are free again"),
         "{log}"
     );
-    let st: serde_json::Value =
-        serde_json::from_str(&rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap();
+    let st: serde_json::Value = common::status(&pod.queue);
     assert_eq!(st["stats"]["granted"], st["stats"]["freed"], "{st}");
     assert_eq!(st["jobs"], serde_json::json!([]), "{st}");
     pod.shutdown().unwrap();

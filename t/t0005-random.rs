@@ -193,8 +193,7 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
     // ... and for the application side to be clean.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap();
+        let st: serde_json::Value = common::status(q);
         if st["jobs"].as_array().is_some_and(|a| a.is_empty()) {
             assert_eq!(
                 st["stats"]["granted"], st["stats"]["freed"],

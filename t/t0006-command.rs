@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{dmesg, pancake_pod, rpc, submit, wait_clean};
+use common::{dmesg, pancake_pod, submit, wait_clean};
 use fluxion::IdSet;
 use pancake_pod::{Broker, Pod, PodSpec, lib_dir};
 use serde_json::Value;
@@ -52,10 +52,6 @@ fn pancake(pod: &Pod, args: &[&str]) -> String {
         dmesg(&pod.queue)
     );
     String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn status(pod: &Pod) -> Value {
-    serde_json::from_str(&rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap()
 }
 
 /// `{(rank, core)}` of an Rv1 value.
@@ -181,7 +177,7 @@ fn status_map_jobs_and_errors() {
     let waiter = submit(&pod, &["--setattr=container=ior", "-n30", "true"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let st = loop {
-        let st = status(&pod);
+        let st = common::status(&pod.queue);
         let jobs = st["jobs"].as_array().unwrap();
         let held = jobs.iter().filter(|j| !j["fluxion_id"].is_null()).count();
         let waiting = jobs.iter().filter(|j| j["phase"] == "waiting").count();
@@ -276,7 +272,7 @@ fn status_map_jobs_and_errors() {
     };
     assert_eq!(
         key(&jj),
-        key(&status(&pod)),
+        key(&common::status(&pod.queue)),
         "jobs --json matches pancake.status"
     );
     let text = pancake(&pod, &["jobs"]);
@@ -359,14 +355,14 @@ fn status_map_jobs_and_errors() {
         wait_clean(&pod, id);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&pod)["jobs"]
+    while common::status(&pod.queue)["jobs"]
         .as_array()
         .is_some_and(|a| !a.is_empty())
     {
         assert!(
             Instant::now() < deadline,
             "jobs never drained: {}",
-            status(&pod)
+            common::status(&pod.queue)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{dmesg, job_field, pancake_pod, rpc, submit, wait_clean};
+use common::{dmesg, job_field, pancake_pod, submit, wait_clean};
 use pancake_pod::{Pod, PodSpec};
 
 /// Jobs the application brokers have ever seen, all together.
@@ -19,12 +19,6 @@ fn app_job_count(pod: &Pod) -> usize {
                 .count()
         })
         .sum()
-}
-
-fn stats(pod: &Pod) -> serde_json::Value {
-    let st: serde_json::Value =
-        serde_json::from_str(&rpc(&pod.queue, "pancake.status", "{}").unwrap()).unwrap();
-    st
 }
 
 /// The original controller crashed with 8 concurrent clients: 64 `flux
@@ -65,7 +59,7 @@ fn sixty_four_submitters_at_once() {
             "exit codes mirrored: {codes:?}"
         );
     }
-    let st = stats(&pod);
+    let st = common::status(&pod.queue);
     assert_eq!(st["stats"]["forwarded"], 64, "{st}");
     assert_eq!(st["stats"]["granted"], st["stats"]["freed"], "{st}");
     assert_eq!(app_job_count(&pod), 64, "each forwarded exactly once");
@@ -86,7 +80,7 @@ fn hostile_input_ends_clearly_and_forwards_nothing_it_should_not() {
     let q = &pod.queue;
 
     // Absurd counts fail at once, without a Fluxion call.
-    let matches_before = stats(&pod)["stats"]["matches"].clone();
+    let matches_before = common::status(&pod.queue)["stats"]["matches"].clone();
     for shape in [["-n", "1000000000"], ["-c", "100000"]] {
         let id = submit(
             &pod,
@@ -103,7 +97,10 @@ fn hostile_input_ends_clearly_and_forwards_nothing_it_should_not() {
             "{log}"
         );
     }
-    assert_eq!(stats(&pod)["stats"]["matches"], matches_before);
+    assert_eq!(
+        common::status(&pod.queue)["stats"]["matches"],
+        matches_before
+    );
 
     // Container names with path characters are refused with the known list.
     for bad in ["../../etc", "a/b", ".hidden"] {
@@ -151,7 +148,7 @@ fn hostile_input_ends_clearly_and_forwards_nothing_it_should_not() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "120000 120000");
 
-    let st = stats(&pod);
+    let st = common::status(&pod.queue);
     assert_eq!(st["stats"]["granted"], st["stats"]["freed"], "{st}");
     pod.shutdown().unwrap();
 }
@@ -200,7 +197,7 @@ fn a_forged_record_is_not_believed_after_a_reload() {
     assert!(log.contains("is not the application job of"), "{log}");
     assert_eq!(job_field(q, &real, "{result}"), "COMPLETED");
     assert_eq!(app_job_count(&pod), 2, "nothing ran twice");
-    let st = stats(&pod);
+    let st = common::status(&pod.queue);
     assert_eq!(st["stats"]["granted"], st["stats"]["freed"], "{st}");
     assert_eq!(st["jobs"], serde_json::json!([]), "{st}");
     pod.shutdown().unwrap();

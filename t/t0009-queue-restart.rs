@@ -55,7 +55,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{app_records, check_no_overlap, dmesg, job_field, rpc, submit};
+use common::{app_records, check_no_overlap, dmesg, job_field, submit};
 use pancake_pod::{Broker, Pod, PodSpec, QueueState, QueueStop};
 use serde_json::Value;
 
@@ -89,10 +89,6 @@ fn now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn status(q: &Broker) -> Value {
-    serde_json::from_str(&rpc(q, "pancake.status", "{}").unwrap()).unwrap()
 }
 
 fn wait_until(what: &str, q: &Broker, mut done: impl FnMut() -> bool) {
@@ -184,7 +180,7 @@ fn before_restart(pod: &Pod, long_c: bool) -> Jobs {
     );
     let d = submit(pod, &["--setattr=container=ior", "true"]);
     wait_until("c and d waiting in pancake", q, || {
-        let st = status(q);
+        let st = common::status(q);
         let waiting = st["jobs"]
             .as_array()
             .unwrap()
@@ -285,9 +281,11 @@ fn check_end(pod: &Pod, jobs: &Jobs) -> Vec<AppJob> {
         common::wait_clean(pod, id);
     }
     wait_until("pancake tracks no job", q, || {
-        status(q)["jobs"].as_array().is_some_and(|a| a.is_empty())
+        common::status(q)["jobs"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
     });
-    let st = status(q);
+    let st = common::status(q);
     assert_eq!(
         st["stats"]["granted"], st["stats"]["freed"],
         "every allocation freed once: {st}"
@@ -307,6 +305,20 @@ fn restart_pod(test: &str, state: QueueState) -> Option<Pod> {
     common::pancake_pod(test, spec(state), &[])
 }
 
+/// Stop the queue instance as `how` says, let job a's application job end
+/// while it is down, and start it again; returns when it was started.
+fn restart_after_a_ends(pod: &mut Pod, jobs: &Jobs, how: QueueStop) -> f64 {
+    pod.stop_queue(how).unwrap();
+    open(&jobs.gate_a);
+    let ior = pod.app("ior");
+    wait_until("a's application job ends", ior, || {
+        ior.run(&["jobs", "-no", "{id}"]).unwrap().trim().is_empty()
+    });
+    let t_restart = now();
+    pod.start_queue().unwrap();
+    t_restart
+}
+
 fn reload(pod: &Pod) {
     common::load_pancake(pod, &[]);
     common::wait_connected(pod);
@@ -318,15 +330,7 @@ fn clean_restart_keeping_running_jobs_mirrors_every_job() {
         return;
     };
     let jobs = before_restart(&pod, false);
-    pod.stop_queue(QueueStop::Clean).unwrap();
-    // a ends while the queue broker is down.
-    open(&jobs.gate_a);
-    let ior = pod.app("ior");
-    wait_until("a's application job ends", ior, || {
-        ior.run(&["jobs", "-no", "{id}"]).unwrap().trim().is_empty()
-    });
-    let t_restart = now();
-    pod.start_queue().unwrap();
+    let t_restart = restart_after_a_ends(&mut pod, &jobs, QueueStop::Clean);
     let q = &pod.queue;
     // flux-core reattached the running jobs (a still runs on the queue: no
     // one told it yet) and kept the waiting ones, before pancake is back.
@@ -422,14 +426,7 @@ fn crash_fails_running_jobs_at_reattach() {
         return;
     };
     let jobs = before_restart(&pod, false);
-    pod.stop_queue(QueueStop::Crash).unwrap();
-    open(&jobs.gate_a);
-    let ior = pod.app("ior");
-    wait_until("a's application job ends", ior, || {
-        ior.run(&["jobs", "-no", "{id}"]).unwrap().trim().is_empty()
-    });
-    let t_restart = now();
-    pod.start_queue().unwrap();
+    let t_restart = restart_after_a_ends(&mut pod, &jobs, QueueStop::Crash);
     let q = &pod.queue;
     // job-exec failed the running jobs at reattach, before pancake is back.
     for id in [&jobs.a, &jobs.b] {

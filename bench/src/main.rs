@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use client::{Client, Feed, RunResult, RunSpec};
 use fluxion::Rv1;
-use pancake_pod::{FluxionServer, Pod, PodSpec, flux_version, skip_reason};
+use pancake_pod::{Broker, FluxionServer, Pod, PodSpec, flux_version, skip_reason};
 use procstat::{Probe, Snapshot};
 use serde_json::Value;
 use stats::p50_p99_ms;
@@ -394,10 +394,7 @@ fn load_pancake(pod: &Pod, fluxion: Option<&str>) -> Result<(), String> {
 fn wait_connected(c: &Client, apps: usize) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let st: Value = c
-            .rpc(0, "pancake.status", "{}")
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-            .unwrap_or(Value::Null);
+        let st: Value = status(c);
         let up = st["containers"]
             .as_array()
             .map(|a| a.iter().filter(|c| c["state"] == "connected").count())
@@ -714,10 +711,7 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
     }
     if pancake {
         // Sanity: every allocation freed, nothing left tracked.
-        let st: Value = c
-            .rpc(0, "pancake.status", "{}")
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-            .unwrap_or(Value::Null);
+        let st: Value = status(&c);
         eprintln!("   pancake stats: {}", st["stats"]);
     }
     drop(c);
@@ -734,14 +728,19 @@ fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> 
     Ok(out)
 }
 
-/// The eventlogs of one job, queue side and application side.
-fn trace(pod: &Pod, c: &Client, j: &client::Job, pancake: bool) -> String {
-    let mut s = String::new();
-    let b = if j.conn == 0 {
+/// The broker a job of the run was submitted to.
+fn broker_of<'a>(pod: &'a Pod, c: &Client, j: &client::Job) -> &'a Broker {
+    if j.conn == 0 {
         &pod.queue
     } else {
         pod.app(c.name(j.conn))
-    };
+    }
+}
+
+/// The eventlogs of one job, queue side and application side.
+fn trace(pod: &Pod, c: &Client, j: &client::Job, pancake: bool) -> String {
+    let mut s = String::new();
+    let b = broker_of(pod, c, j);
     let id = j.id.to_string();
     let _ = writeln!(
         s,
@@ -774,19 +773,9 @@ fn trace(pod: &Pod, c: &Client, j: &client::Job, pancake: bool) -> String {
 fn stuck_report(pod: &Pod, c: &Client, r: &RunResult, pancake: bool) -> String {
     let mut s = String::new();
     let seen = c.seen.borrow();
-    let status: Value = if pancake {
-        c.rpc(0, "pancake.status", "{}")
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-            .unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    };
+    let status: Value = if pancake { status(c) } else { Value::Null };
     for j in r.jobs.iter().filter(|j| j.done.is_none()).take(3) {
-        let b = if j.conn == 0 {
-            &pod.queue
-        } else {
-            pod.app(c.name(j.conn))
-        };
+        let b = broker_of(pod, c, j);
         let id = j.id.to_string();
         let _ = writeln!(
             s,

@@ -867,6 +867,19 @@ fn seeds_matcher() -> Vec<Vec<String>> {
     out
 }
 
+/// Mutate one JSON op or step (part `at` of an input): the whole text, or,
+/// half the time when it carries one, the jobspec inside it (`js`).
+fn mutate_op(rng: &mut Rng, ctx: &Ctx, at: usize, op: &str) -> String {
+    match serde_json::from_str::<Value>(op) {
+        Ok(mut v) if v.get("js").is_some() && rng.one_in(2) => {
+            let js = v["js"].as_str().unwrap_or("").to_string();
+            v["js"] = Value::String(mutate_part(rng, ctx, usize::MAX, &js, Kind::Json));
+            v.to_string()
+        }
+        _ => mutate_part(rng, ctx, at, op, Kind::Json),
+    }
+}
+
 fn gen_matcher(rng: &mut Rng, ctx: &Ctx) -> Vec<String> {
     let base = ctx.base(rng).clone();
     let mut out = base.clone();
@@ -887,16 +900,7 @@ fn gen_matcher(rng: &mut Rng, ctx: &Ctx) -> Vec<String> {
         }
         _ if out.len() > 2 => {
             let at = 2 + rng.below(out.len() - 2);
-            // Mutate the op itself, or the jobspec inside it.
-            let op = out[at].clone();
-            out[at] = match serde_json::from_str::<Value>(&op) {
-                Ok(mut v) if v.get("js").is_some() && rng.one_in(2) => {
-                    let js = v["js"].as_str().unwrap_or("").to_string();
-                    v["js"] = Value::String(mutate_part(rng, ctx, usize::MAX, &js, Kind::Json));
-                    v.to_string()
-                }
-                _ => mutate_part(rng, ctx, at, &op, Kind::Json),
-            };
+            out[at] = mutate_op(rng, ctx, at, &out[at]);
         }
         _ => out.push(random_op(rng)),
     }
@@ -1520,15 +1524,7 @@ fn gen_dispatch(rng: &mut Rng, ctx: &Ctx) -> Vec<String> {
             }
             _ if len > 1 => {
                 let i = 1 + rng.below(len - 1);
-                let step = out[i].clone();
-                out[i] = match serde_json::from_str::<Value>(&step) {
-                    Ok(mut v) if v.get("js").is_some() && rng.one_in(2) => {
-                        let js = v["js"].as_str().unwrap_or("").to_string();
-                        v["js"] = Value::String(mutate_part(rng, ctx, usize::MAX, &js, Kind::Json));
-                        v.to_string()
-                    }
-                    _ => mutate_part(rng, ctx, i, &step, Kind::Json),
-                };
+                out[i] = mutate_op(rng, ctx, i, &out[i]);
             }
             _ => out.push(random_step(rng)),
         }

@@ -50,6 +50,12 @@ pub fn rpc(b: &pancake_pod::Broker, topic: &str, payload: &str) -> Result<String
     }
 }
 
+/// The module's `pancake.status` answer (the test fails if there is none).
+pub fn status(b: &Broker) -> serde_json::Value {
+    let text = rpc(b, "pancake.status", "{}").unwrap_or_else(|e| panic!("pancake.status: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
 /// Number of threads of process `pid`.
 pub fn threads(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
