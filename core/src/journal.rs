@@ -29,6 +29,8 @@ pub struct JournalEntry {
     pub events: Vec<JournalEvent>,
     /// The redacted jobspec (with the `submit` event or in the backlog).
     pub jobspec: Option<Value>,
+    /// The job's R (with the `alloc` event or in the backlog).
+    pub r: Option<Value>,
 }
 
 /// Parse one journal response.
@@ -61,6 +63,7 @@ pub fn parse(text: &str) -> Result<JournalEntry, String> {
         id,
         events,
         jobspec: v.get("jobspec").cloned(),
+        r: v.get("R").cloned(),
     })
 }
 
@@ -85,7 +88,9 @@ pub fn container(jobspec: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// A queue-broker event of tracked job `id`, as a dispatcher event.
+/// A queue-broker event of tracked job `id`, as a dispatcher event. (The
+/// job's place in the queue — urgency, priority, holds — reaches pancake
+/// through the job-manager's scheduler protocol, not the journal.)
 pub fn queue_event(id: JobId, ev: &JournalEvent) -> Option<Event> {
     let ctx = &ev.context;
     match ev.name.as_str() {
@@ -104,20 +109,6 @@ pub fn queue_event(id: JobId, ev: &JournalEvent) -> Option<Event> {
                     .to_string(),
             })
         }
-        "urgency" => Some(Event::Urgency {
-            id,
-            urgency: ctx.get("urgency")?.as_i64()? as i32,
-        }),
-        "priority" => Some(Event::Priority {
-            id,
-            priority: ctx.get("priority")?.as_i64()?,
-        }),
-        "dependency-add"
-            if ctx.get("description").and_then(Value::as_str)
-                == Some(crate::dispatch::DEPENDENCY) =>
-        {
-            Some(Event::QueueHeld { id })
-        }
         "alloc" => Some(Event::QueueAlloc { id }),
         "start" => Some(Event::QueueStart { id }),
         "clean" => Some(Event::QueueInactive { id }),
@@ -126,9 +117,11 @@ pub fn queue_event(id: JobId, ev: &JournalEvent) -> Option<Event> {
 }
 
 /// What an earlier pancake did with a queue job, from the job's events in
-/// the journal backlog: its memos (`fluxion_id`, `R`, `app_id`), whether its
-/// `pancake` dependency was removed and whether it started.
-pub fn prior(events: &[JournalEvent]) -> Prior {
+/// the journal backlog: its memos (`fluxion_id`, `R`, `app_id`), whether it
+/// was allocated (it holds its R) and whether it started. `r` is the job's
+/// own R from the backlog entry, used for a job without a container (whose
+/// memo carries no R).
+pub fn prior(events: &[JournalEvent], r: Option<&Value>) -> Prior {
     let mut p = Prior::default();
     for ev in events {
         let ctx = &ev.context;
@@ -145,15 +138,15 @@ pub fn prior(events: &[JournalEvent]) -> Prior {
                     p.app_id = Some(a);
                 }
             }
-            "dependency-remove"
-                if ctx.get("description").and_then(Value::as_str)
-                    == Some(crate::dispatch::DEPENDENCY) =>
-            {
-                p.released = true
-            }
+            "alloc" => p.allocated = true,
+            // Its R went back (to housekeeping, then the scheduler).
+            "free" => p.allocated = false,
             "start" => p.started = true,
             _ => {}
         }
+    }
+    if p.r.is_none() && p.allocated {
+        p.r = r.and_then(|r| serde_json::from_value(r.clone()).ok());
     }
     p
 }
@@ -231,37 +224,50 @@ mod tests {
         let e = parse(
             r#"{"id":9,"events":[
                 {"timestamp":1,"name":"submit","context":{}},
-                {"timestamp":2,"name":"dependency-add","context":{"description":"pancake"}},
                 {"timestamp":3,"name":"memo","context":{"container":"ior","fluxion_id":4,
                   "R":{"version":1,"execution":{"R_lite":[{"rank":"1","children":{"core":"2-3"}}],
                   "starttime":0,"expiration":0,"nodelist":["n1"]}}}},
-                {"timestamp":4,"name":"memo","context":{"app_id":123}},
-                {"timestamp":5,"name":"dependency-remove","context":{"description":"other"}}]}"#,
+                {"timestamp":4,"name":"memo","context":{"app_id":123}}]}"#,
         )
         .unwrap();
-        let p = prior(&e.events);
+        let p = prior(&e.events, None);
         assert_eq!(p.fluxion_id, Some(4));
+        assert_eq!(p.dispatched_at, Some(3.0));
         assert_eq!(p.app_id, Some(123));
         assert_eq!(
             p.r.as_ref().map(|r| r.execution.r_lite[0].rank.as_str()),
             Some("1")
         );
-        assert!(!p.released, "another plugin's dependency is not ours");
+        assert!(!p.allocated);
         assert!(!p.started);
-        let mut more = e.events.clone();
-        more.push(JournalEvent {
-            timestamp: 6.0,
-            name: "dependency-remove".into(),
-            context: serde_json::json!({"description": "pancake"}),
-        });
-        more.push(JournalEvent {
-            timestamp: 7.0,
-            name: "start".into(),
+        let ev = |t: f64, name: &str| JournalEvent {
+            timestamp: t,
+            name: name.into(),
             context: serde_json::json!({}),
-        });
-        let p = prior(&more);
-        assert!(p.released && p.started);
-        assert_eq!(prior(&e.events[..2]), Prior::default(), "never matched");
+        };
+        let mut more = e.events.clone();
+        more.push(ev(6.0, "alloc"));
+        more.push(ev(7.0, "start"));
+        let p = prior(&more, None);
+        assert!(p.allocated && p.started);
+        more.push(ev(8.0, "free"));
+        assert!(!prior(&more, None).allocated, "a freed job holds no R");
+        assert_eq!(prior(&e.events[..1], None), Prior::default(), "never matched");
+        // A job without a container: its memo has no R, the backlog's R is used.
+        let local = parse(
+            r#"{"id":10,"events":[{"timestamp":1,"name":"memo","context":{"fluxion_id":2}},
+                {"timestamp":2,"name":"alloc","context":{}}],
+                "R":{"version":1,"execution":{"R_lite":[{"rank":"0","children":{"core":"0"}}],
+                  "starttime":0,"expiration":0}}}"#,
+        )
+        .unwrap();
+        let p = prior(&local.events, local.r.as_ref());
+        assert_eq!(p.fluxion_id, Some(2));
+        assert!(p.allocated);
+        assert_eq!(
+            p.r.map(|r| r.execution.r_lite[0].children["core"].clone()),
+            Some("0".to_string())
+        );
     }
 
     #[test]
@@ -323,24 +329,13 @@ mod tests {
         );
         assert_eq!(queue_event(5, &ev("memo", serde_json::json!({}))), None);
         assert_eq!(
-            queue_event(
-                5,
-                &ev(
-                    "dependency-add",
-                    serde_json::json!({"description": "pancake"})
-                )
-            ),
-            Some(Event::QueueHeld { id: 5 })
+            queue_event(5, &ev("urgency", serde_json::json!({"urgency": 0}))),
+            None,
+            "holds reach pancake as sched.cancel, not from the journal"
         );
         assert_eq!(
-            queue_event(
-                5,
-                &ev(
-                    "dependency-add",
-                    serde_json::json!({"description": "after"})
-                )
-            ),
-            None
+            queue_event(5, &ev("alloc", serde_json::json!({}))),
+            Some(Event::QueueAlloc { id: 5 })
         );
     }
 }

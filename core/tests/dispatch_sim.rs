@@ -1,13 +1,17 @@
 //! The dispatcher against a simulated pod: the embedded Fluxion for real,
-//! and fake application brokers and queue job-manager that follow flux-core's
-//! event order. Randomized workloads check the invariants of DESIGN.md.
+//! and a fake queue job-manager (speaking RFC 27 as flux-core's does:
+//! dependencies, holds, queue stop/start, alloc requests re-sent after a
+//! cancel, frees after cleanup) and fake application brokers that follow
+//! flux-core's event order. Randomized workloads check the invariants of
+//! DESIGN.md.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use fluxion::conformance::sample_rv1;
 use fluxion::{Fluxion, FluxionError, Request, Rv1, allocation_to_rv1, rv1_to_jgf};
 use pancake_core::dispatch::{
-    Action, AppEvent, Capacity, Dispatcher, Event, Granted, JobId, Prior, QueuePolicy, check_grant,
+    Action, AppEvent, Capacity, Dispatcher, Event, Granted, JobId, Phase, Prior, QueuePolicy,
+    SchedParams, check_grant,
 };
 
 /// How a queue job ended, as `flux jobs` would report it.
@@ -20,20 +24,47 @@ enum Outcome {
     },
 }
 
-/// What the queue broker keeps about a job (its eventlog), which a reloaded
-/// module reads back from the journal backlog.
-#[derive(Debug, Clone, Default)]
-struct QueueRecord {
+/// Where a queue job is, as its job-manager sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QState {
+    /// Waiting for its dependencies.
+    Depend,
+    /// Eligible: offered to the scheduler while its queue runs and it is
+    /// not held.
+    Sched,
+    Run,
+    /// Over; its R not given back yet.
+    Cleanup,
+    Inactive,
+}
+
+/// What the queue broker keeps about a job (its eventlog and job-manager
+/// state), which a reloaded module reads back from the journal backlog.
+#[derive(Debug, Clone)]
+struct QJob {
     container: String,
+    queue: String,
     jobspec: String,
+    priority: i64,
+    state: QState,
     held: bool,
-    released: bool,
-    alloc: bool,
+    /// afterany dependencies still to end.
+    deps: Vec<JobId>,
+    /// An alloc request is outstanding (not answered, not cancelled).
+    pending: bool,
+    /// A cancel was sent for the outstanding request.
+    cancel_sent: bool,
+    /// The job holds an R (answered, until its free).
+    has_r: bool,
+    r: Option<Rv1>,
+    alloc_event: bool,
     started: bool,
-    ended: bool,
+    outcome: Option<Outcome>,
     memo_fluxion_id: Option<i64>,
     memo_r: Option<Rv1>,
     memo_app_id: Option<JobId>,
+    /// A job without a container: when it runs, and its exit status.
+    local_status: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +84,8 @@ struct AppJob {
     status: i32,
 }
 
+const CONTAINERS: [&str; 3] = ["lammps", "ior", "chatterbug"];
+
 struct Sim {
     d: Dispatcher,
     fx: fluxion::EmbeddedFluxion,
@@ -62,14 +95,17 @@ struct Sim {
     apps: BTreeMap<JobId, AppJob>,
     next_app: JobId,
     /// (epoch, fluxion id) -> times cancelled; the epoch counts module
-    /// reloads (each starts a fresh Fluxion, whose ids restart).
+    /// reloads and Fluxion restarts (each starts a fresh Fluxion).
     cancelled: HashMap<(u32, i64), u32>,
     granted: Vec<(u32, i64)>,
     epoch: u32,
-    records: BTreeMap<JobId, QueueRecord>,
     reserved: Vec<i64>,
-    queue: BTreeMap<JobId, Option<Outcome>>,
+    q: BTreeMap<JobId, QJob>,
+    /// Stopped queues (`flux queue stop`).
+    stopped: BTreeSet<String>,
     app_outcome: BTreeMap<JobId, Outcome>,
+    /// Jobs without a container running now: their R.
+    local_live: BTreeMap<JobId, Rv1>,
     /// Application jobs that should fail with this status when they run.
     fail_status: HashMap<JobId, i32>,
     /// Containers that refuse jobs.
@@ -80,24 +116,28 @@ struct Sim {
     wake: bool,
     rng: u64,
     violations: Vec<String>,
-    /// Queue jobs whose dependency-add was seen, and ones still to come.
-    held: std::collections::HashSet<JobId>,
-    held_later: Vec<JobId>,
     /// Queue jobs whose override start took effect, and allocs still to come.
     started: std::collections::HashSet<JobId>,
     alloc_later: Vec<JobId>,
     /// Submit answers still to come: (queue id, app id).
     submit_later: Vec<(JobId, JobId)>,
+    /// Annotations each job got (last one).
+    annotations: BTreeMap<JobId, serde_json::Value>,
 }
 
 impl Sim {
     fn new(policy: QueuePolicy, seed: u64) -> Sim {
+        Self::with_params(SchedParams::new(policy), seed)
+    }
+
+    fn with_params(params: SchedParams, seed: u64) -> Sim {
         let graph = sample_rv1(4, 10, 2);
         let mut fx = fluxion::EmbeddedFluxion::new();
         fx.init("first", &rv1_to_jgf(&graph).unwrap()).unwrap();
-        let mut d = Dispatcher::new(policy);
+        let mut d = Dispatcher::with_params(params);
         d.set_capacity(Capacity::of(&graph).unwrap());
         d.set_graph(graph.clone());
+        d.set_local_resources(graph.clone());
         let mut s = Sim {
             d,
             fx,
@@ -109,10 +149,11 @@ impl Sim {
             cancelled: HashMap::new(),
             granted: Vec::new(),
             epoch: 0,
-            records: BTreeMap::new(),
             reserved: Vec::new(),
-            queue: BTreeMap::new(),
+            q: BTreeMap::new(),
+            stopped: BTreeSet::new(),
             app_outcome: BTreeMap::new(),
+            local_live: BTreeMap::new(),
             fail_status: HashMap::new(),
             refuse: Vec::new(),
             no_restore: false,
@@ -122,13 +163,12 @@ impl Sim {
                 .wrapping_add(1442695040888963407)
                 | 1,
             violations: Vec::new(),
-            held: Default::default(),
-            held_later: Vec::new(),
             started: Default::default(),
             alloc_later: Vec::new(),
             submit_later: Vec::new(),
+            annotations: BTreeMap::new(),
         };
-        for c in ["lammps", "ior", "chatterbug"] {
+        for c in CONTAINERS {
             s.feed(Event::ContainerUp {
                 container: c.into(),
             });
@@ -143,43 +183,155 @@ impl Sim {
         self.rng % n.max(1)
     }
 
+    fn qj(&mut self, id: JobId) -> &mut QJob {
+        self.q.get_mut(&id).expect("queue job")
+    }
+
+    /// `flux submit` on the queue broker: container `""` runs it on the
+    /// queue broker itself.
     fn submit(&mut self, id: JobId, container: &str, req: &Request) {
+        self.submit_full(id, container, req, "", 16, &[]);
+    }
+
+    fn submit_full(
+        &mut self,
+        id: JobId,
+        container: &str,
+        req: &Request,
+        queue: &str,
+        priority: i64,
+        deps: &[JobId],
+    ) {
         let mut js: serde_json::Value =
             serde_json::from_str(&req.to_jobspec_json(&["true"])).unwrap();
-        js["attributes"]["system"]["container"] = container.into();
-        js["attributes"]["system"]["environment"] = serde_json::json!({"HOME": "/root"});
-        self.queue.insert(id, None);
-        self.records.insert(
+        if !container.is_empty() {
+            js["attributes"]["system"]["container"] = container.into();
+        }
+        if !queue.is_empty() {
+            js["attributes"]["system"]["queue"] = queue.into();
+        }
+        let deps: Vec<JobId> = deps
+            .iter()
+            .copied()
+            .filter(|d| self.q.get(d).is_some_and(|j| j.state != QState::Inactive))
+            .collect();
+        let status = self.fail_status.get(&id).copied().unwrap_or(0);
+        self.q.insert(
             id,
-            QueueRecord {
+            QJob {
                 container: container.into(),
+                queue: queue.into(),
                 jobspec: js.to_string(),
-                ..Default::default()
+                priority,
+                state: if deps.is_empty() {
+                    QState::Sched
+                } else {
+                    QState::Depend
+                },
+                held: false,
+                deps,
+                pending: false,
+                cancel_sent: false,
+                has_r: false,
+                r: None,
+                alloc_event: false,
+                started: false,
+                outcome: None,
+                memo_fluxion_id: None,
+                memo_r: None,
+                memo_app_id: None,
+                local_status: status,
             },
         );
-        self.feed(Event::Submitted {
+        self.offer(id);
+        self.drain();
+    }
+
+    /// The job-manager sends an alloc request when the job is eligible.
+    fn offer(&mut self, id: JobId) {
+        let Some(j) = self.q.get(&id) else { return };
+        if j.state != QState::Sched || j.pending || j.held || self.stopped.contains(&j.queue) {
+            return;
+        }
+        let (jobspec, priority) = (j.jobspec.clone(), j.priority);
+        let j = self.qj(id);
+        j.pending = true;
+        j.cancel_sent = false;
+        self.events.push_back(Event::Alloc {
             id,
-            container: container.into(),
-            jobspec: js.to_string(),
-            priority: 16,
-            t_submit: self.now + id as f64,
-            urgency: 16,
+            jobspec,
+            priority,
+            t_submit: 1000.0 + id as f64,
         });
-        // The queue plugin's dependency-add usually shows up at once, but
-        // under load it may come after the application job has started.
-        if self.rand(3) == 0 {
-            self.held_later.push(id);
-        } else {
-            self.held.insert(id);
-            self.rec(id).held = true;
-            self.feed(Event::QueueHeld { id });
+    }
+
+    /// The job-manager withdraws a pending request (not final: the job
+    /// stays in SCHED and is offered again when it may).
+    fn withdraw(&mut self, id: JobId) {
+        if let Some(j) = self.q.get_mut(&id)
+            && j.pending
+            && !j.cancel_sent
+        {
+            j.cancel_sent = true;
+            self.events.push_back(Event::AllocCancel { id });
         }
     }
 
+    fn stop_queue(&mut self, queue: &str) {
+        self.stopped.insert(queue.to_string());
+        let ids: Vec<JobId> = self
+            .q
+            .iter()
+            .filter(|(_, j)| j.queue == queue)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in ids {
+            self.withdraw(id);
+        }
+        self.drain();
+    }
+
+    fn start_queue(&mut self, queue: &str) {
+        self.stopped.remove(queue);
+        let ids: Vec<JobId> = self.q.keys().copied().collect();
+        for id in ids {
+            self.offer(id);
+        }
+        self.drain();
+    }
+
+    fn hold(&mut self, id: JobId, held: bool) {
+        let Some(j) = self.q.get_mut(&id) else { return };
+        if !matches!(j.state, QState::Sched | QState::Depend) {
+            return;
+        }
+        j.held = held;
+        if held {
+            self.withdraw(id);
+        } else {
+            self.offer(id);
+        }
+        self.drain();
+    }
+
+    fn reprioritize(&mut self, id: JobId, priority: i64) {
+        let Some(j) = self.q.get_mut(&id) else { return };
+        if j.state != QState::Sched {
+            return;
+        }
+        j.priority = priority;
+        if j.pending {
+            self.events.push_back(Event::Priority { id, priority });
+        }
+        self.drain();
+    }
+
     /// `flux module reload pancake`: what the old module had in flight dies
-    /// with it (its Fluxion too); a new dispatcher and a fresh Fluxion learn
-    /// everything back from the brokers' records, in the order the module
-    /// reads them: the queue journal backlog, then each container's.
+    /// with it (its Fluxion too); the job-manager takes back every pending
+    /// request; a new dispatcher and a fresh Fluxion learn everything back
+    /// from the brokers' records, in the order the module reads them: the
+    /// queue journal backlog and sched-hello, then ready (the requests come
+    /// again), with each container's backlog racing them.
     fn reload(&mut self) {
         self.events.clear();
         self.submit_later.clear();
@@ -187,11 +339,14 @@ impl Sim {
         let mut fx = fluxion::EmbeddedFluxion::new();
         fx.init("first", &rv1_to_jgf(&self.graph).unwrap()).unwrap();
         self.fx = fx;
-        let mut d = Dispatcher::new(self.d.policy());
-        d.begin_recovery(&["lammps", "ior", "chatterbug"]);
+        let mut d = Dispatcher::with_params(self.d.params());
+        d.set_local_resources(self.graph.clone());
+        d.begin_recovery(&CONTAINERS);
         self.d = d;
-        // The queue's and the containers' journals race: any container's
-        // backlog may come before the queue's (the dispatcher must hold it).
+        for j in self.q.values_mut() {
+            j.pending = false;
+            j.cancel_sent = false;
+        }
         // A submit the old module sent but never heard back about may still
         // be in the container's job-ingest: the backlog misses it, and it
         // shows up live a moment later.
@@ -202,7 +357,7 @@ impl Sim {
                 !a.started
                     && !a.done
                     && self
-                        .records
+                        .q
                         .get(&a.queue_id)
                         .is_some_and(|r| r.memo_app_id.is_none())
             })
@@ -230,8 +385,7 @@ impl Sim {
                 _ => {}
             }
         }
-        let containers = ["lammps", "ior", "chatterbug"];
-        let early: Vec<&str> = containers
+        let early: Vec<&str> = CONTAINERS
             .iter()
             .copied()
             .filter(|_| self.rand(3) == 0)
@@ -239,51 +393,57 @@ impl Sim {
         for c in &early {
             self.app_backlog(c);
         }
-        let active: Vec<(JobId, QueueRecord)> = self
-            .records
+        let active: Vec<(JobId, QJob)> = self
+            .q
             .iter()
-            .filter(|(_, r)| !r.ended)
+            .filter(|(_, r)| r.state != QState::Inactive)
             .map(|(k, r)| (*k, r.clone()))
             .collect();
-        for (id, r) in active {
-            self.feed(Event::Recovered {
-                id,
-                container: r.container.clone(),
-                jobspec: r.jobspec.clone(),
-                priority: 16,
-                t_submit: 1000.0 + id as f64,
-                urgency: 16,
-                prior: Prior {
-                    fluxion_id: r.memo_fluxion_id,
-                    r: r.memo_r.clone(),
-                    app_id: r.memo_app_id,
-                    dispatched_at: Some(0.0),
-                    released: r.released,
-                    started: r.started,
+        for (id, r) in &active {
+            let prior = Prior {
+                fluxion_id: r.memo_fluxion_id,
+                r: if r.container.is_empty() {
+                    r.r.clone()
+                } else {
+                    r.memo_r.clone()
                 },
-            });
-            if r.held {
-                self.feed(Event::QueueHeld { id });
-            }
-            if r.alloc {
-                self.feed(Event::QueueAlloc { id });
-            }
-            if r.started {
-                self.feed(Event::QueueStart { id });
+                app_id: r.memo_app_id,
+                dispatched_at: Some(0.0),
+                allocated: r.alloc_event && r.has_r,
+                started: r.started,
+            };
+            if prior.matched() {
+                self.feed(Event::Recovered {
+                    id: *id,
+                    jobspec: r.jobspec.clone(),
+                    prior,
+                });
             }
         }
-        self.feed(Event::QueueBacklogDone);
+        // sched-hello: the jobs holding an R.
+        let held: Vec<(JobId, Option<Rv1>)> = active
+            .iter()
+            .filter(|(_, r)| r.has_r)
+            .map(|(id, r)| (*id, r.r.clone()))
+            .collect();
+        self.feed(Event::QueueBacklogDone { held });
         let up_first = self.rand(2) == 0;
         if up_first {
-            self.fluxion_ready(&containers);
+            self.fluxion_ready();
         }
-        for c in containers {
+        // sched-ready: every eligible job is offered again.
+        let ids: Vec<JobId> = self.q.keys().copied().collect();
+        for id in ids {
+            self.offer(id);
+        }
+        self.drain();
+        for c in CONTAINERS {
             if !early.contains(&c) {
                 self.app_backlog(c);
             }
         }
         if !up_first {
-            self.fluxion_ready(&containers);
+            self.fluxion_ready();
         }
     }
 
@@ -296,10 +456,7 @@ impl Sim {
             .map(|(k, a)| (*k, a.clone()))
             .collect();
         for (app_id, a) in apps {
-            let fluxion_id = self
-                .records
-                .get(&a.queue_id)
-                .and_then(|r| r.memo_fluxion_id);
+            let fluxion_id = self.q.get(&a.queue_id).and_then(|r| r.memo_fluxion_id);
             self.feed(Event::AppSubmitted {
                 container: c.into(),
                 app_id,
@@ -327,35 +484,100 @@ impl Sim {
         self.epoch += 1;
     }
 
-    fn fluxion_ready(&mut self, containers: &[&str]) {
+    fn fluxion_ready(&mut self) {
         self.d.set_capacity(Capacity::of(&self.graph).unwrap());
         self.d.set_graph(self.graph.clone());
-        for c in containers {
+        for c in CONTAINERS {
             self.feed(Event::ContainerUp {
-                container: (*c).into(),
+                container: c.into(),
             });
         }
     }
 
-    fn rec(&mut self, id: JobId) -> &mut QueueRecord {
-        self.records.entry(id).or_default()
-    }
-
-    /// `flux cancel` of queue job `id`: the exception, then the job ends.
-    fn cancel(&mut self, id: JobId) {
-        self.feed(Event::QueueException {
+    /// A fatal exception on queue job `id` (`flux cancel`, or one pancake
+    /// raised): it ends, as flux-core ends it in its state.
+    fn except(&mut self, id: JobId, kind: &str, wait_status: Option<i32>) {
+        let Some(j) = self.q.get(&id) else { return };
+        if j.outcome.is_some() || j.state == QState::Inactive {
+            return;
+        }
+        self.events.push_back(Event::QueueException {
             id,
-            kind: "cancel".into(),
-            note: "by user".into(),
+            kind: kind.into(),
+            note: "noted".into(),
         });
-        self.end_queue(
+        let state = j.state;
+        let pending = j.pending;
+        self.set_outcome(
             id,
             Outcome::Exception {
-                kind: "cancel".into(),
-                wait_status: None,
+                kind: kind.into(),
+                wait_status,
             },
         );
+        match state {
+            QState::Depend | QState::Sched => {
+                if pending {
+                    // Final: the job-manager stops waiting for an answer.
+                    let j = self.qj(id);
+                    j.pending = false;
+                    if !j.cancel_sent {
+                        self.events.push_back(Event::AllocCancel { id });
+                    }
+                }
+                self.finish_queue(id);
+            }
+            QState::Run => {
+                // job-exec kills the job (test-exec or real tasks).
+                self.local_live.remove(&id);
+                self.finish_queue(id);
+            }
+            QState::Cleanup | QState::Inactive => {}
+        }
+    }
+
+    /// `flux cancel` of queue job `id`.
+    fn cancel(&mut self, id: JobId) {
+        self.except(id, "cancel", None);
         self.drain();
+    }
+
+    fn set_outcome(&mut self, id: JobId, o: Outcome) {
+        let j = self.qj(id);
+        match &j.outcome {
+            None => j.outcome = Some(o),
+            Some(prev) => {
+                let msg = format!("job {id} ended twice: {prev:?} then {o:?}");
+                self.violations.push(msg);
+            }
+        }
+    }
+
+    /// The queue job's cleanup: its R goes back (`sched.free`), then it is
+    /// inactive; jobs depending on it may go.
+    fn finish_queue(&mut self, id: JobId) {
+        let j = self.qj(id);
+        j.state = QState::Cleanup;
+        if std::mem::take(&mut j.has_r) {
+            self.events.push_back(Event::Free { id, last: true });
+        }
+        let j = self.qj(id);
+        j.state = QState::Inactive;
+        self.events.push_back(Event::QueueInactive { id });
+        let waiting: Vec<JobId> = self
+            .q
+            .iter()
+            .filter(|(_, j)| j.deps.contains(&id))
+            .map(|(k, _)| *k)
+            .collect();
+        for w in waiting {
+            let j = self.qj(w);
+            j.deps.retain(|d| *d != id);
+            if j.deps.is_empty() && j.state == QState::Depend {
+                j.state = QState::Sched;
+                self.offer(w);
+            }
+        }
     }
 
     fn feed(&mut self, e: Event) {
@@ -380,18 +602,21 @@ impl Sim {
         }
     }
 
-    fn end_queue(&mut self, id: JobId, o: Outcome) {
-        match self.queue.get_mut(&id) {
-            Some(slot @ None) => *slot = Some(o),
-            Some(Some(prev)) => self
-                .violations
-                .push(format!("job {id} ended twice: {prev:?} then {o:?}")),
-            None => self
-                .violations
-                .push(format!("unknown queue job {id} ended")),
+    /// The live holders of cores: application jobs not clean, and jobs
+    /// without a container running on the queue broker.
+    fn check_no_overlap(&mut self, who: &str, r: &Rv1) {
+        for (other, a) in &self.apps {
+            if !a.cleaned && a.r.overlaps(r).unwrap() {
+                self.violations
+                    .push(format!("{who} overlaps app job {other}"));
+            }
         }
-        self.rec(id).ended = true;
-        self.events.push_back(Event::QueueInactive { id });
+        for (other, lr) in &self.local_live {
+            if lr.overlaps(r).unwrap() {
+                self.violations
+                    .push(format!("{who} overlaps queue-broker job {other}"));
+            }
+        }
     }
 
     fn act(&mut self, a: Action) {
@@ -401,6 +626,9 @@ impl Sim {
                 jobspec,
                 reserve,
             } => {
+                if let Some(m) = self.fx.matcher_mut() {
+                    m.set_now(self.now as i64);
+                }
                 let result = self.fx.match_allocate(&jobspec, reserve).and_then(|m| {
                     let dur =
                         serde_json::from_str::<serde_json::Value>(&jobspec).unwrap()["attributes"]
@@ -412,6 +640,7 @@ impl Sim {
                         fluxion_id: m.jobid,
                         r,
                         reserved: m.reserved,
+                        at: m.at as f64,
                     })
                 });
                 if let Ok(g) = &result {
@@ -499,115 +728,80 @@ impl Sim {
                 id,
                 container,
                 jobspec,
-            } => {
-                if self.refuse.contains(&container) {
-                    self.events.push_back(Event::SubmitDone {
-                        id,
-                        result: Err("nope".into()),
-                    });
+            } => self.app_submit(id, container, &jobspec),
+            Action::AllocSuccess { id, r, .. } => self.alloc_success(id, r),
+            Action::AllocDeny { id, .. } => {
+                let Some(j) = self.q.get(&id) else { return };
+                if !j.pending {
+                    // (A deny for a withdrawn request is ignored.)
                     return;
                 }
-                let js: serde_json::Value = serde_json::from_str(&jobspec).unwrap();
-                assert!(js["attributes"]["system"].get("container").is_none());
-                let r: Rv1 =
-                    serde_json::from_value(js["attributes"]["system"]["alloc-bypass"]["R"].clone())
-                        .unwrap();
-                let spec = fluxion::Jobspec::from_value(&js).unwrap();
-                if let Err(e) = check_grant(&r, &spec.request, &self.graph) {
-                    self.violations.push(format!("job {id}: bad grant: {e}"));
-                }
-                // The invariant: no two live application jobs share a core or GPU.
-                for (other, a) in &self.apps {
-                    if !a.cleaned && a.r.overlaps(&r).unwrap() {
-                        self.violations
-                            .push(format!("job {id} overlaps app job {other}"));
-                    }
-                }
-                if let Some((other, _)) = self.apps.iter().find(|(_, a)| a.queue_id == id) {
-                    self.violations.push(format!(
-                        "job {id} dispatched twice (app job {other} exists)"
-                    ));
-                }
-                let app_id = self.next_app;
-                self.next_app += 1;
-                let status = self.fail_status.get(&id).copied().unwrap_or(0);
-                self.apps.insert(
-                    app_id,
-                    AppJob {
-                        queue_id: id,
-                        container: container.clone(),
-                        log: Vec::new(),
-                        hidden: false,
-                        r,
-                        started: false,
-                        done: false,
-                        status,
-                        cleaned: false,
+                self.qj(id).pending = false;
+                self.set_outcome(
+                    id,
+                    Outcome::Exception {
+                        kind: "alloc".into(),
+                        wait_status: None,
                     },
                 );
-                // The application journal may show the job (and its start)
-                // before the submit RPC's answer is processed.
-                if self.rand(3) == 0 {
-                    let r = self.apps[&app_id].r.clone();
-                    self.events.push_back(Event::AppSubmitted {
-                        container,
-                        app_id,
-                        queue_id: id,
-                        fluxion_id: js["attributes"]["user"]["pancake"]["fluxion_id"].as_i64(),
-                        r: Some(r),
-                    });
-                    self.submit_later.push((id, app_id));
-                    return;
-                }
-                let _ = container;
-                self.events.push_back(Event::SubmitDone {
+                self.events.push_back(Event::QueueException {
                     id,
-                    result: Ok(app_id),
+                    kind: "alloc".into(),
+                    note: "denied".into(),
                 });
+                self.finish_queue(id);
             }
-            Action::Release { id, r } => {
-                if !self.held.contains(&id) {
-                    self.violations
-                        .push(format!("job {id} released before it was held"));
-                }
-                assert_eq!(
-                    r.execution.expiration, 0.0,
-                    "queue copy of R has no expiration"
-                );
-                if std::mem::replace(&mut self.rec(id).released, true) {
-                    self.violations.push(format!("job {id} released twice"));
-                }
-                // The queue job-manager may take a while to allocate it.
-                if self.rand(3) == 0 {
-                    self.alloc_later.push(id);
+            Action::AllocCancel { id } => {
+                let Some(j) = self.q.get_mut(&id) else { return };
+                if !j.pending {
                     return;
                 }
-                self.rec(id).alloc = true;
-                self.events.push_back(Event::QueueAlloc { id });
+                if !j.cancel_sent {
+                    self.violations
+                        .push(format!("job {id}: alloc answered 'cancel' unasked"));
+                }
+                j.pending = false;
+                j.cancel_sent = false;
+                // Still eligible (e.g. a stop that was undone): offered again.
+                self.offer(id);
             }
+            Action::Annotate { id, annotations } => {
+                if !self.q.get(&id).is_some_and(|j| j.pending) {
+                    self.violations
+                        .push(format!("job {id}: annotated without a pending request"));
+                }
+                self.annotations.insert(id, annotations);
+            }
+            Action::StartOutput { .. } => {}
             Action::OverrideStart { id } => {
                 // testexec refuses a second start ("Job already running").
                 if !self.started.insert(id) {
                     self.violations
                         .push(format!("job {id}: override start twice"));
                 }
-                self.rec(id).started = true;
-                self.events.push_back(Event::QueueStart { id })
+                if self.q.get(&id).is_some_and(|j| j.state == QState::Run) {
+                    self.qj(id).started = true;
+                    self.events.push_back(Event::QueueStart { id })
+                }
             }
             Action::OverrideFinish { id, status } => {
                 // testexec answers "Job not found"/"not running" otherwise.
-                if !self.started.contains(&id) {
+                if !self.started.contains(&id)
+                    || self.q.get(&id).is_none_or(|j| j.state != QState::Run)
+                {
                     self.violations
-                        .push(format!("job {id}: override finish before its start"));
+                        .push(format!("job {id}: override finish while not running"));
+                    return;
                 }
-                self.end_queue(id, Outcome::Finished(status))
+                self.set_outcome(id, Outcome::Finished(status));
+                self.finish_queue(id);
             }
             Action::Raise {
                 id,
                 kind,
                 wait_status,
                 ..
-            } => self.end_queue(id, Outcome::Exception { kind, wait_status }),
+            } => self.except(id, &kind, wait_status),
             Action::CancelApp { app_id, .. } => {
                 // Cancelling an application job that already finished would
                 // turn its COMPLETED/FAILED into CANCELED.
@@ -618,7 +812,7 @@ impl Sim {
                 self.app_exception(app_id, "cancel")
             }
             Action::Memo { id, memo } => {
-                let rec = self.rec(id);
+                let rec = self.qj(id);
                 if let Some(f) = memo.get("fluxion_id").and_then(|v| v.as_i64()) {
                     rec.memo_fluxion_id = Some(f);
                 }
@@ -635,6 +829,130 @@ impl Sim {
         }
     }
 
+    fn app_submit(&mut self, id: JobId, container: String, jobspec: &str) {
+        // Nothing is forwarded unless the job-manager offers the job now
+        // (its dependencies met, not held, its queue started).
+        match self.q.get(&id) {
+            Some(j) if j.pending && !j.cancel_sent && j.deps.is_empty() && !j.held => {
+                if self.stopped.contains(&j.queue) {
+                    self.violations
+                        .push(format!("job {id} forwarded while its queue is stopped"));
+                }
+            }
+            j => self.violations.push(format!(
+                "job {id} forwarded without a standing offer: {:?}",
+                j.map(|j| (j.state, j.pending, j.cancel_sent, j.held))
+            )),
+        }
+        if self.refuse.contains(&container) {
+            self.events.push_back(Event::SubmitDone {
+                id,
+                result: Err("nope".into()),
+            });
+            return;
+        }
+        let js: serde_json::Value = serde_json::from_str(jobspec).unwrap();
+        assert!(js["attributes"]["system"].get("container").is_none());
+        let r: Rv1 =
+            serde_json::from_value(js["attributes"]["system"]["alloc-bypass"]["R"].clone())
+                .unwrap();
+        let spec = fluxion::Jobspec::from_value(&js).unwrap();
+        if let Err(e) = check_grant(&r, &spec.request, &self.graph) {
+            self.violations.push(format!("job {id}: bad grant: {e}"));
+        }
+        // The invariant: no two live jobs share a core or GPU.
+        self.check_no_overlap(&format!("job {id}"), &r);
+        if let Some((other, _)) = self.apps.iter().find(|(_, a)| a.queue_id == id) {
+            self.violations.push(format!(
+                "job {id} dispatched twice (app job {other} exists)"
+            ));
+        }
+        let app_id = self.next_app;
+        self.next_app += 1;
+        let status = self.fail_status.get(&id).copied().unwrap_or(0);
+        self.apps.insert(
+            app_id,
+            AppJob {
+                queue_id: id,
+                container: container.clone(),
+                log: Vec::new(),
+                hidden: false,
+                r,
+                started: false,
+                done: false,
+                status,
+                cleaned: false,
+            },
+        );
+        // The application journal may show the job (and its start) before
+        // the submit RPC's answer is processed.
+        if self.rand(3) == 0 {
+            let r = self.apps[&app_id].r.clone();
+            self.events.push_back(Event::AppSubmitted {
+                container,
+                app_id,
+                queue_id: id,
+                fluxion_id: js["attributes"]["user"]["pancake"]["fluxion_id"].as_i64(),
+                r: Some(r),
+            });
+            self.submit_later.push((id, app_id));
+            return;
+        }
+        self.events.push_back(Event::SubmitDone {
+            id,
+            result: Ok(app_id),
+        });
+    }
+
+    /// The job-manager takes a success answer: the job runs with R.
+    fn alloc_success(&mut self, id: JobId, r: Rv1) {
+        let Some(j) = self.q.get(&id) else {
+            self.violations
+                .push(format!("job {id}: alloc answered for an unknown job"));
+            return;
+        };
+        if !j.pending {
+            // The job-manager gives back an R it cannot use.
+            if j.state != QState::Inactive && j.state != QState::Cleanup {
+                self.violations.push(format!(
+                    "job {id}: alloc answered with no request pending ({:?})",
+                    j.state
+                ));
+            }
+            self.events.push_back(Event::Free { id, last: true });
+            return;
+        }
+        let local = j.container.is_empty();
+        if local {
+            self.check_no_overlap(&format!("queue-broker job {id}"), &r);
+            self.local_live.insert(id, r.clone());
+        } else {
+            // The queue job runs exactly while its application job does.
+            let app = self.apps.values().find(|a| a.queue_id == id);
+            if !app.is_some_and(|a| a.started) {
+                self.violations
+                    .push(format!("job {id}: queue job allocated before its app job started"));
+            }
+            assert_eq!(
+                r.execution.expiration, 0.0,
+                "queue copy of R has no expiration"
+            );
+        }
+        let j = self.qj(id);
+        j.pending = false;
+        j.cancel_sent = false;
+        j.has_r = true;
+        j.r = Some(r);
+        j.state = QState::Run;
+        // The queue job-manager may take a while to post the alloc.
+        if !local && self.rand(3) == 0 {
+            self.alloc_later.push(id);
+            return;
+        }
+        self.qj(id).alloc_event = true;
+        self.events.push_back(Event::QueueAlloc { id });
+    }
+
     /// The application broker posts `event` for `app_id` (kept in its log).
     fn app_event(&mut self, app_id: JobId, event: AppEvent) {
         let a = self.apps.get_mut(&app_id).unwrap();
@@ -647,7 +965,8 @@ impl Sim {
         });
     }
 
-    /// Run every forwarded application job one step: start, or finish + clean.
+    /// Run every forwarded application job (and every job on the queue
+    /// broker) one step: start, or finish + clean.
     fn step_apps(&mut self, finish_all: bool) {
         // Submit answers held back from the last step arrive first (a
         // reload in between loses them: the submit is then unconfirmed).
@@ -667,7 +986,7 @@ impl Sim {
             let a = self.apps.get_mut(&app_id).unwrap();
             a.hidden = false;
             let (container, queue_id, r) = (a.container.clone(), a.queue_id, a.r.clone());
-            let fluxion_id = self.records.get(&queue_id).and_then(|r| r.memo_fluxion_id);
+            let fluxion_id = self.q.get(&queue_id).and_then(|r| r.memo_fluxion_id);
             self.feed(Event::AppSubmitted {
                 container,
                 app_id,
@@ -703,26 +1022,49 @@ impl Sim {
             }
             self.drain();
         }
-        // Late allocs and dependency-adds arrive after this step's events.
-        // (An alloc may lag behind the application's finish and clean.)
+        // Jobs on the queue broker end by themselves.
+        let locals: Vec<JobId> = self.local_live.keys().copied().collect();
+        for id in locals {
+            if !finish_all && self.rand(2) == 0 {
+                continue;
+            }
+            self.local_live.remove(&id);
+            let status = self.q[&id].local_status;
+            self.app_outcome.insert(id, Outcome::Finished(status));
+            self.set_outcome(id, Outcome::Finished(status));
+            self.finish_queue(id);
+            self.drain();
+        }
+        // Late allocs arrive after this step's events. (An alloc may lag
+        // behind the application's finish and clean.)
         for id in std::mem::take(&mut self.alloc_later) {
             if finish_all || self.rand(3) == 0 {
-                self.rec(id).alloc = true;
-                self.events.push_back(Event::QueueAlloc { id });
+                self.post_alloc(id);
             } else {
                 self.alloc_later.push(id);
             }
-        }
-        for id in std::mem::take(&mut self.held_later) {
-            self.held.insert(id);
-            self.rec(id).held = true;
-            self.events.push_back(Event::QueueHeld { id });
         }
         self.drain();
         if std::mem::take(&mut self.wake) {
             self.now += pancake_core::dispatch::SUBMIT_GRACE + 1.0;
             self.feed(Event::Tick);
         }
+    }
+
+    /// The job-manager posts the `alloc` event of job `id` (late).
+    fn post_alloc(&mut self, id: JobId) {
+        if self.q.get(&id).is_some_and(|j| j.state == QState::Run) {
+            self.qj(id).alloc_event = true;
+            self.events.push_back(Event::QueueAlloc { id });
+        }
+    }
+
+    /// Every late alloc arrives now.
+    fn late_allocs(&mut self) {
+        for id in std::mem::take(&mut self.alloc_later) {
+            self.post_alloc(id);
+        }
+        self.drain();
     }
 
     fn app_exception(&mut self, app_id: JobId, kind: &str) {
@@ -765,7 +1107,19 @@ impl Sim {
     }
 
     fn check_end(&mut self) {
-        for _ in 0..50 {
+        for q in self.stopped.clone() {
+            self.start_queue(&q);
+        }
+        let held: Vec<JobId> = self
+            .q
+            .iter()
+            .filter(|(_, j)| j.held)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in held {
+            self.hold(id, false);
+        }
+        for _ in 0..60 {
             self.step_apps(true);
             self.drain();
         }
@@ -789,9 +1143,15 @@ impl Sim {
         if let Some(m) = self.fx.matcher() {
             assert_eq!(m.free_cores(), 40, "every core is free at the end");
         }
-        for (id, o) in &self.queue {
-            match (o, self.app_outcome.get(id)) {
-                (None, _) => self.violations.push(format!("queue job {id} never ended")),
+        for (id, j) in &self.q {
+            if j.pending {
+                self.violations
+                    .push(format!("queue job {id}: alloc request never answered"));
+            }
+            match (&j.outcome, self.app_outcome.get(id)) {
+                (None, _) => self
+                    .violations
+                    .push(format!("queue job {id} never ended ({:?})", j.state)),
                 (Some(q), Some(a))
                     if q != a
                     // A queue-side cancel before the app started ends the queue
@@ -816,7 +1176,7 @@ impl Sim {
                     j.app_id
                         .and_then(|a| self.apps.get(&a))
                         .map(|a| a.log.clone()),
-                    self.records.get(&j.id).cloned(),
+                    self.q.get(&j.id).map(|q| (q.state, q.pending, q.has_r)),
                     j.progress()
                 ))
                 .collect::<Vec<_>>()
@@ -829,6 +1189,18 @@ fn one_core() -> Request {
     Request::slots(1, 1, 0).with_duration(60)
 }
 
+fn whole_node() -> Request {
+    Request::nodes(1, Some(10), false).with_duration(60)
+}
+
+fn reason(s: &Sim, id: JobId) -> String {
+    s.annotations
+        .get(&id)
+        .and_then(|a| a["sched"]["reason_pending"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
 #[test]
 fn happy_path_mirrors_exit_codes() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 1);
@@ -838,9 +1210,9 @@ fn happy_path_mirrors_exit_codes() {
         s.submit(id, "lammps", &one_core());
     }
     s.check_end();
-    assert_eq!(s.queue[&1], Some(Outcome::Finished(0)));
-    assert_eq!(s.queue[&2], Some(Outcome::Finished(768)));
-    assert_eq!(s.queue[&3], Some(Outcome::Finished(9)));
+    assert_eq!(s.q[&1].outcome, Some(Outcome::Finished(0)));
+    assert_eq!(s.q[&2].outcome, Some(Outcome::Finished(768)));
+    assert_eq!(s.q[&3].outcome, Some(Outcome::Finished(9)));
     assert_eq!(s.d.stats().forwarded, 3);
 }
 
@@ -849,17 +1221,11 @@ fn busy_jobs_wait_and_run_when_cores_free() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 2);
     // Four whole nodes, then one more core: the fifth waits.
     for id in 1..=4 {
-        s.submit(
-            id,
-            "ior",
-            &Request::nodes(1, Some(10), false).with_duration(60),
-        );
+        s.submit(id, "ior", &whole_node());
     }
     s.submit(5, "ior", &one_core());
-    assert_eq!(
-        s.d.job(5).unwrap().phase,
-        pancake_core::dispatch::Phase::Waiting
-    );
+    assert_eq!(s.d.job(5).unwrap().phase, Phase::Waiting);
+    assert_eq!(reason(&s, 5), "insufficient resources");
     s.step_apps(true); // start all
     s.step_apps(true); // finish all
     s.step_apps(true); // clean all: frees, job 5 goes
@@ -868,16 +1234,16 @@ fn busy_jobs_wait_and_run_when_cores_free() {
 }
 
 #[test]
-fn never_satisfiable_fails_at_once() {
+fn never_satisfiable_is_denied_at_once() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 3);
     s.submit(1, "lammps", &Request::nodes(5, Some(5), false));
     s.submit(2, "lammps", &Request::slots(1, 11, 0));
-    s.submit(3, "lammps", &Request::slots(1, 1, 3));
+    s.submit(3, "", &Request::slots(1, 1, 3));
     for id in 1..=3 {
         assert!(
-            matches!(&s.queue[&id], Some(Outcome::Exception { kind, .. }) if kind == "alloc"),
+            matches!(&s.q[&id].outcome, Some(Outcome::Exception { kind, .. }) if kind == "alloc"),
             "job {id}: {:?}",
-            s.queue[&id]
+            s.q[&id].outcome
         );
     }
     assert_eq!(
@@ -892,11 +1258,7 @@ fn never_satisfiable_fails_at_once() {
 fn cancel_before_and_after_forwarding() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 4);
     for id in 1..=4 {
-        s.submit(
-            id,
-            "lammps",
-            &Request::nodes(1, Some(10), false).with_duration(60),
-        );
+        s.submit(id, "lammps", &whole_node());
     }
     s.submit(5, "lammps", &one_core()); // waits
     s.cancel(5);
@@ -916,7 +1278,7 @@ fn app_side_timeout_is_mirrored_with_its_status() {
     s.app_exception(app_id, "timeout");
     s.drain();
     assert_eq!(
-        s.queue[&1],
+        s.q[&1].outcome,
         Some(Outcome::Exception {
             kind: "timeout".into(),
             wait_status: Some(15)
@@ -930,10 +1292,14 @@ fn refused_submit_fails_the_job_and_frees_once() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 6);
     s.refuse.push("chatterbug".into());
     s.submit(1, "chatterbug", &one_core());
-    assert!(matches!(&s.queue[&1], Some(Outcome::Exception { kind, .. }) if kind == "pancake"));
+    assert!(
+        matches!(&s.q[&1].outcome, Some(Outcome::Exception { kind, .. }) if kind == "pancake")
+    );
     s.check_end();
 }
 
+/// A held job is never offered, so never matched; a job whose container is
+/// down waits and says why.
 #[test]
 fn held_jobs_and_down_containers_wait() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 7);
@@ -941,33 +1307,44 @@ fn held_jobs_and_down_containers_wait() {
         container: "ior".into(),
     });
     s.submit(1, "ior", &one_core());
-    s.submit(2, "lammps", &one_core());
-    s.feed(Event::Urgency { id: 2, urgency: 0 });
-    // Job 2 was already matched before the hold arrived? It was submitted first,
-    // so hold a third one before it can be matched.
-    s.queue.insert(3, None);
-    let mut js: serde_json::Value =
-        serde_json::from_str(&one_core().to_jobspec_json(&["true"])).unwrap();
-    js["attributes"]["system"]["container"] = "lammps".into();
-    s.feed(Event::Submitted {
-        id: 3,
-        container: "lammps".into(),
-        jobspec: js.to_string(),
-        priority: 16,
-        t_submit: 1.0,
-        urgency: 0,
-    });
-    s.held.insert(3);
-    s.feed(Event::QueueHeld { id: 3 });
-    assert!(
-        s.d.job(1).unwrap().app_id.is_none(),
-        "container down: job waits"
-    );
-    assert!(s.d.job(3).unwrap().app_id.is_none(), "held: job waits");
+    assert_eq!(reason(&s, 1), "container ior is not connected");
+    // Hold 3 before it is offered: it never reaches pancake.
+    s.submit_full(3, "lammps", &one_core(), "", 16, &[1]);
+    s.hold(3, true);
+    assert!(s.d.job(1).unwrap().app_id.is_none(), "container down: waits");
+    assert!(s.d.job(3).is_none(), "depends and held: not offered");
     s.feed(Event::ContainerUp {
         container: "ior".into(),
     });
-    s.feed(Event::Urgency { id: 3, urgency: 16 });
+    assert!(s.d.job(1).unwrap().app_id.is_some());
+    s.step_apps(true);
+    s.step_apps(true);
+    s.step_apps(true); // 1 ends: 3's dependency is met, but it is held
+    assert!(s.d.job(3).is_none(), "held: not offered");
+    s.hold(3, false);
+    assert!(s.d.job(3).is_some_and(|j| j.app_id.is_some()));
+    s.check_end();
+}
+
+/// A hold on a waiting job withdraws the offer: pancake answers "cancel"
+/// and forgets it; released, it is offered again and runs.
+#[test]
+fn a_hold_withdraws_a_waiting_job() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 17);
+    for id in 1..=4 {
+        s.submit(id, "lammps", &whole_node());
+    }
+    s.submit(5, "ior", &one_core()); // waits for cores
+    assert!(s.d.job(5).is_some());
+    s.hold(5, true);
+    assert!(s.d.job(5).is_none(), "withdrawn");
+    assert!(!s.q[&5].pending);
+    s.step_apps(true);
+    s.step_apps(true);
+    s.step_apps(true); // cores free: 5 is held, nothing asks for it
+    assert!(!s.apps.values().any(|a| a.queue_id == 5));
+    s.hold(5, false);
+    assert!(s.apps.values().any(|a| a.queue_id == 5), "released: it runs");
     s.check_end();
 }
 
@@ -993,9 +1370,159 @@ fn easy_backfill_never_dispatches_a_reservation() {
         "a reserved job is never forwarded"
     );
     assert!(
+        s.annotations[&4]["sched"]["t_estimate"].as_f64().unwrap() > 0.0,
+        "the reservation's time is shown: {:?}",
+        s.annotations[&4]
+    );
+    assert!(
         s.d.job(5).unwrap().app_id.is_some(),
         "a small job backfills"
     );
+    s.check_end();
+}
+
+/// With conservative backfill every waiting job within the depth holds a
+/// reservation: a job may not backfill if it would delay any of them (with
+/// easy, only the head's).
+#[test]
+fn conservative_reserves_for_more_than_the_head() {
+    for policy in [QueuePolicy::Conservative, QueuePolicy::Easy] {
+        let mut s = Sim::new(policy, 9);
+        // Three of four nodes until t+100; the fourth is free.
+        s.submit(1, "lammps", &Request::nodes(3, Some(30), false).with_duration(100));
+        // Two nodes: reserved at t+100. The whole cluster: at t+200.
+        s.submit(2, "lammps", &Request::nodes(2, Some(20), false).with_duration(100));
+        s.submit(3, "lammps", &Request::nodes(4, Some(40), false).with_duration(100));
+        // One node for 250 s: it would delay job 3, not job 2.
+        s.submit(4, "lammps", &Request::nodes(1, Some(10), false).with_duration(250));
+        for id in [2, 3] {
+            assert!(s.d.job(id).unwrap().app_id.is_none(), "{id} waits");
+        }
+        let started = s.d.job(4).unwrap().app_id.is_some();
+        match policy {
+            QueuePolicy::Conservative => {
+                assert_eq!(s.reserved.len(), 3, "jobs 2, 3 and 4 hold reservations");
+                assert!(!started, "job 4 would delay job 3's reservation");
+            }
+            _ => {
+                assert_eq!(s.reserved.len(), 1, "easy reserves for the head only");
+                assert!(started, "easy lets job 4 backfill");
+            }
+        }
+        s.check_end();
+    }
+}
+
+/// `flux queue stop`: nothing is matched or forwarded while it is stopped;
+/// `start` offers the jobs again and they run.
+#[test]
+fn a_stopped_queue_forwards_nothing() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 10);
+    s.stop_queue("");
+    for id in 1..=5 {
+        s.submit(id, "lammps", &one_core());
+    }
+    assert_eq!(s.d.stats().matches, 0);
+    assert!(s.apps.is_empty());
+    s.start_queue("");
+    assert_eq!(s.apps.len(), 5);
+    // Stopped with jobs waiting: they are withdrawn, answered "cancel".
+    for id in 6..=9 {
+        s.submit(id, "ior", &whole_node());
+    }
+    s.submit(10, "ior", &one_core()); // waits for cores
+    s.stop_queue("");
+    assert!(!s.q[&10].pending, "withdrawn and answered");
+    s.step_apps(true);
+    s.step_apps(true);
+    s.step_apps(true);
+    assert!(!s.apps.values().any(|a| a.queue_id == 10), "stopped: waits");
+    s.start_queue("");
+    assert!(s.apps.values().any(|a| a.queue_id == 10));
+    s.check_end();
+}
+
+/// Named queues: a stopped queue holds only its own jobs; under fcfs a
+/// blocked head blocks only its own queue.
+#[test]
+fn named_queues_are_independent() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 11);
+    s.stop_queue("debug");
+    s.submit_full(1, "lammps", &one_core(), "debug", 16, &[]);
+    s.submit_full(2, "lammps", &one_core(), "batch", 16, &[]);
+    assert!(s.d.job(1).is_none() && s.apps.values().any(|a| a.queue_id == 2));
+    s.start_queue("debug");
+    for id in 3..=5 {
+        s.submit_full(id, "ior", &whole_node(), "batch", 16, &[]);
+    }
+    // batch's head does not fit: the rest of batch waits, debug goes on.
+    s.submit_full(6, "ior", &whole_node(), "batch", 16, &[]);
+    s.submit_full(7, "ior", &one_core(), "batch", 16, &[]);
+    s.submit_full(8, "ior", &one_core(), "debug", 16, &[]);
+    assert!(s.d.job(7).unwrap().app_id.is_none(), "behind batch's head");
+    assert!(reason(&s, 7).contains("behind a higher-priority job"), "{}", reason(&s, 7));
+    assert!(s.d.job(8).unwrap().app_id.is_some(), "debug is not blocked");
+    s.check_end();
+}
+
+/// Jobs without a container take cores from the same graph and run on the
+/// queue broker: they never overlap a container job (the sim checks every
+/// grant against every live holder).
+#[test]
+fn jobs_without_a_container_share_the_graph() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 12);
+    for id in 1..=3 {
+        s.submit(id, "lammps", &whole_node());
+    }
+    s.submit(4, "", &whole_node()); // runs on the queue broker
+    s.submit(5, "", &one_core()); // waits: every core is held
+    assert!(s.local_live.contains_key(&4));
+    assert!(!s.local_live.contains_key(&5));
+    assert_eq!(reason(&s, 5), "insufficient resources");
+    s.check_end();
+    assert_eq!(s.q[&5].outcome, Some(Outcome::Finished(0)));
+    assert_eq!(s.d.stats().local, 2);
+}
+
+/// `local-jobs=refuse`: jobs without a container are denied with the reason.
+#[test]
+fn jobs_without_a_container_can_be_refused() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 13);
+    s.d.set_local_refused(true);
+    s.submit(1, "", &one_core());
+    assert!(
+        matches!(&s.q[&1].outcome, Some(Outcome::Exception { kind, .. }) if kind == "alloc")
+    );
+    s.check_end();
+}
+
+/// Higher priority first: when cores free up, the job-manager's order
+/// decides, whatever the submit order.
+#[test]
+fn priority_decides_who_goes_first() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 14);
+    for id in 1..=4 {
+        s.submit(id, "lammps", &whole_node());
+    }
+    s.submit_full(5, "ior", &whole_node(), "", 10, &[]);
+    s.submit_full(6, "ior", &whole_node(), "", 20, &[]);
+    s.submit_full(7, "ior", &whole_node(), "", 15, &[]);
+    s.reprioritize(5, 30); // urgency raised: now first
+    // Free exactly one node at a time: the highest priority gets it.
+    let order: Vec<JobId> = (0..3)
+        .map(|_| {
+            let victim = s
+                .apps
+                .iter()
+                .find(|(_, a)| !a.done)
+                .map(|(k, _)| *k)
+                .unwrap();
+            s.app_exception(victim, "cancel");
+            s.drain();
+            s.apps.values().last().unwrap().queue_id
+        })
+        .collect();
+    assert_eq!(order, vec![5, 6, 7]);
     s.check_end();
 }
 
@@ -1010,16 +1537,22 @@ fn randomized(reloads: bool, no_restore: bool) {
         .ok()
         .and_then(|v| v.parse().ok());
     for seed in one.map_or(1..=seeds, |s| s..=s) {
-        let policy = if seed % 2 == 0 {
-            QueuePolicy::Easy
-        } else {
-            QueuePolicy::Fcfs
+        let policy = match seed % 3 {
+            0 => QueuePolicy::Easy,
+            1 => QueuePolicy::Fcfs,
+            _ => QueuePolicy::Conservative,
         };
-        let mut s = Sim::new(policy, seed);
+        let mut params = SchedParams::new(policy);
+        if seed % 4 == 0 {
+            params.queue_depth = 2; // passes cut short all the time
+        }
+        let mut s = Sim::with_params(params, seed);
         s.no_restore = no_restore;
-        let containers = ["lammps", "ior", "chatterbug"];
         for id in 1..=60u64 {
-            let c = containers[s.rand(3) as usize];
+            let c = match s.rand(8) {
+                0 => "",
+                n => CONTAINERS[(n % 3) as usize],
+            };
             let req = match s.rand(5) {
                 0 => Request::nodes(1 + s.rand(4) as u32, Some(4), false),
                 1 => Request::slots(1, 1 + s.rand(10) as u32, s.rand(3) as u32),
@@ -1031,13 +1564,18 @@ fn randomized(reloads: bool, no_restore: bool) {
                 let code = ((1 + s.rand(5)) as i32) << 8;
                 s.fail_status.insert(id, code);
             }
-            s.submit(id, c, &req);
-            match s.rand(10) {
+            let queue = ["", "debug"][s.rand(2) as usize];
+            let priority = 10 + s.rand(10) as i64;
+            let deps: Vec<JobId> = if id > 1 && s.rand(5) == 0 {
+                vec![1 + s.rand(id - 1)]
+            } else {
+                vec![]
+            };
+            s.submit_full(id, c, &req, queue, priority, &deps);
+            match s.rand(12) {
                 0 => {
                     let victim = 1 + s.rand(id);
-                    if s.queue.get(&victim) == Some(&None) {
-                        s.cancel(victim);
-                    }
+                    s.cancel(victim);
                 }
                 1 => {
                     let live: Vec<JobId> = s
@@ -1052,6 +1590,24 @@ fn randomized(reloads: bool, no_restore: bool) {
                         s.app_exception(v, "timeout");
                         s.drain();
                     }
+                }
+                2 => {
+                    let q = ["", "debug"][s.rand(2) as usize];
+                    if s.stopped.contains(q) {
+                        s.start_queue(q);
+                    } else {
+                        s.stop_queue(q);
+                    }
+                }
+                3 => {
+                    let v = 1 + s.rand(id);
+                    let held = s.q.get(&v).is_some_and(|j| j.held);
+                    s.hold(v, !held);
+                }
+                4 => {
+                    let v = 1 + s.rand(id);
+                    let p = 5 + s.rand(20) as i64;
+                    s.reprioritize(v, p);
                 }
                 _ => {}
             }
@@ -1093,29 +1649,39 @@ fn reloads_against_a_fluxion_without_restore_never_share_a_core() {
     randomized(true, true);
 }
 
+/// One job, offered, with its container up: what the dispatcher asks.
+fn offered(d: &mut Dispatcher, id: JobId, req: &Request) -> Vec<Action> {
+    let mut js: serde_json::Value =
+        serde_json::from_str(&req.to_jobspec_json(&["true"])).unwrap();
+    js["attributes"]["system"]["container"] = "c".into();
+    d.handle(
+        0.0,
+        Event::Alloc {
+            id,
+            jobspec: js.to_string(),
+            priority: 1,
+            t_submit: 1.0,
+        },
+    )
+}
+
 #[test]
 fn matched_errors_other_than_busy_fail_the_job() {
     let mut d = Dispatcher::new(QueuePolicy::Fcfs);
+    assert!(
+        offered(&mut d, 6, &one_core()).is_empty(),
+        "nothing is matched before fluxion holds the graph"
+    );
+    let a = d.handle(0.0, Event::AllocCancel { id: 6 });
+    assert_eq!(a, vec![Action::AllocCancel { id: 6 }]);
+    d.set_capacity(Capacity::of(&sample_rv1(4, 10, 2)).unwrap());
     d.handle(
         0.0,
         Event::ContainerUp {
             container: "c".into(),
         },
     );
-    let mut js: serde_json::Value =
-        serde_json::from_str(&one_core().to_jobspec_json(&["true"])).unwrap();
-    js["attributes"]["system"]["container"] = "c".into();
-    let a = d.handle(
-        0.0,
-        Event::Submitted {
-            id: 7,
-            container: "c".into(),
-            jobspec: js.to_string(),
-            priority: 1,
-            t_submit: 0.0,
-            urgency: 16,
-        },
-    );
+    let a = offered(&mut d, 7, &one_core());
     assert!(matches!(
         a.as_slice(),
         [Action::Match {
@@ -1135,15 +1701,18 @@ fn matched_errors_other_than_busy_fail_the_job() {
         a.iter().all(|a| !matches!(a, Action::Raise { .. })),
         "unavailable: the job waits"
     );
+    assert!(a.iter().any(|a| matches!(a, Action::Wake { .. })));
     let a = d.handle(
         0.0,
         Event::ContainerUp {
             container: "c".into(),
         },
     );
+    assert!(a.is_empty(), "no call before the wake-up: {a:?}");
+    let a = d.handle(1.0, Event::Tick);
     assert!(
         matches!(a.as_slice(), [Action::Match { id: 7, .. }]),
-        "retried on the next event"
+        "retried at the wake-up: {a:?}"
     );
     let a = d.handle(
         0.0,
@@ -1154,7 +1723,8 @@ fn matched_errors_other_than_busy_fail_the_job() {
     );
     assert!(
         a.iter()
-            .any(|a| matches!(a, Action::Raise { id: 7, kind, .. } if kind == "alloc"))
+            .any(|a| matches!(a, Action::AllocDeny { id: 7, .. })),
+        "{a:?}"
     );
     assert!(d.job(7).is_none());
 }
@@ -1173,20 +1743,7 @@ fn a_grant_that_does_not_fit_the_request_is_never_forwarded() {
             container: "c".into(),
         },
     );
-    let mut js: serde_json::Value =
-        serde_json::from_str(&Request::slots(2, 1, 0).to_jobspec_json(&["true"])).unwrap();
-    js["attributes"]["system"]["container"] = "c".into();
-    let a = d.handle(
-        0.0,
-        Event::Submitted {
-            id: 3,
-            container: "c".into(),
-            jobspec: js.to_string(),
-            priority: 1,
-            t_submit: 0.0,
-            urgency: 16,
-        },
-    );
+    let a = offered(&mut d, 3, &Request::slots(2, 1, 0));
     assert!(matches!(a.as_slice(), [Action::Match { id: 3, .. }]));
     // One core where two were asked for.
     let r: Rv1 = serde_json::from_value(serde_json::json!({
@@ -1203,6 +1760,7 @@ fn a_grant_that_does_not_fit_the_request_is_never_forwarded() {
                 fluxion_id: 9,
                 r,
                 reserved: false,
+                at: 0.0,
             }),
         },
     );
@@ -1224,18 +1782,15 @@ fn a_grant_that_does_not_fit_the_request_is_never_forwarded() {
 
 /// A lost broker's running jobs fail at once, but their cores stay held
 /// (the killed broker's tasks may still run them) until the broker is back
-/// without them, or until the lost-grace time when one is set.
+/// without them, or until the lost-grace time when one is set; jobs waiting
+/// for those cores say so.
 #[test]
 fn a_lost_brokers_cores_are_held_until_it_returns_or_the_grace_passes() {
     for grace in [None, Some(30.0)] {
         let mut s = Sim::new(QueuePolicy::Fcfs, 11);
         s.d.set_lost_grace(grace);
         for id in 1..=4 {
-            s.submit(
-                id,
-                "ior",
-                &Request::nodes(1, Some(10), false).with_duration(60),
-            );
+            s.submit(id, "ior", &whole_node());
         }
         s.submit(5, "lammps", &one_core()); // waits: the cluster is full
         s.step_apps(true); // the ior jobs start
@@ -1245,15 +1800,20 @@ fn a_lost_brokers_cores_are_held_until_it_returns_or_the_grace_passes() {
         });
         for id in 1..=4 {
             assert!(
-                matches!(&s.queue[&id], Some(Outcome::Exception { kind, .. }) if kind == "pancake"),
+                matches!(&s.q[&id].outcome, Some(Outcome::Exception { kind, .. }) if kind == "pancake"),
                 "job {id} fails when its broker is lost: {:?}",
-                s.queue[&id]
+                s.q[&id].outcome
             );
         }
         s.drain();
         assert!(
             s.d.job(5).unwrap().app_id.is_none(),
             "the lost jobs' cores are still held"
+        );
+        assert!(
+            reason(&s, 5).contains("lost container ior"),
+            "{}",
+            reason(&s, 5)
         );
         // The ior jobs are gone with their broker (they never clean there).
         for a in s.apps.values_mut() {
@@ -1289,28 +1849,25 @@ fn a_lost_brokers_cores_are_held_until_it_returns_or_the_grace_passes() {
         for id in 1..=4 {
             assert!(s.d.job(id).is_none(), "job {id} is forgotten");
         }
-        // Only job 5's allocation is still to be freed; the ior jobs' were.
         s.check_end();
     }
 }
 
 /// At queue broker shutdown (CLEANUP) nothing new starts: freed cores are
-/// not matched, a match in flight is given back, a starting application job
-/// is not released; running jobs are still mirrored to the end.
+/// not matched, a starting application job's queue job is not started;
+/// withdrawn requests are answered at once, so `flux queue idle` is not
+/// kept waiting; running jobs are still mirrored to the end.
 #[test]
 fn a_draining_queue_starts_nothing_new_and_mirrors_the_rest() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 12);
     for id in 1..=4 {
-        s.submit(
-            id,
-            "lammps",
-            &Request::nodes(1, Some(10), false).with_duration(60),
-        );
+        s.submit(id, "lammps", &whole_node());
     }
     s.submit(5, "ior", &one_core()); // waits: the cluster is full
     s.step_apps(true); // 1-4 start
-    let released_before = s.records.values().filter(|r| r.released).count();
     s.feed(Event::Drain);
+    s.stop_queue(""); // rc1's cleanup
+    assert!(!s.q[&5].pending, "answered at once");
     let matches = s.d.stats().matches;
     s.step_apps(true); // 1-4 finish
     s.step_apps(true); // ... and clean: their cores are free
@@ -1319,20 +1876,30 @@ fn a_draining_queue_starts_nothing_new_and_mirrors_the_rest() {
         matches,
         "nothing matched while draining"
     );
-    assert!(s.d.job(5).unwrap().app_id.is_none(), "job 5 still waits");
     for id in 1..=4 {
         assert_eq!(
-            s.queue[&id],
+            s.q[&id].outcome,
             Some(Outcome::Finished(0)),
             "job {id} mirrored"
         );
     }
-    assert_eq!(
-        s.records.values().filter(|r| r.released).count(),
-        released_before,
-        "nothing released while draining"
-    );
     assert_eq!(s.d.stats().granted, s.d.stats().freed);
+}
+
+/// A forwarded job whose request is withdrawn while the broker shuts down
+/// is answered "cancel" at once; its application job runs on, and the
+/// queue job is not started.
+#[test]
+fn a_draining_queue_answers_forwarded_jobs_at_once() {
+    let mut s = Sim::new(QueuePolicy::Fcfs, 15);
+    s.submit(1, "lammps", &one_core()); // forwarded, not started
+    assert!(s.apps.values().any(|a| a.queue_id == 1));
+    s.stop_queue(""); // the cleanup's queue stop may come before the drain
+    assert!(s.q[&1].pending, "outside a drain the forwarded job's request stands");
+    s.feed(Event::Drain);
+    assert!(!s.q[&1].pending, "answered at the drain");
+    s.step_apps(true); // the application job starts
+    assert_eq!(s.q[&1].state, QState::Sched, "not started while draining");
 }
 
 /// While the cluster is full and the head of the queue was refused, new
@@ -1342,11 +1909,7 @@ fn a_draining_queue_starts_nothing_new_and_mirrors_the_rest() {
 fn submissions_behind_a_blocked_head_ask_fluxion_nothing() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 13);
     for id in 1..=4 {
-        s.submit(
-            id,
-            "lammps",
-            &Request::nodes(1, Some(10), false).with_duration(60),
-        );
+        s.submit(id, "lammps", &whole_node());
     }
     s.submit(5, "ior", &one_core()); // refused: the head now waits
     let matches = s.d.stats().matches;
@@ -1355,4 +1918,83 @@ fn submissions_behind_a_blocked_head_ask_fluxion_nothing() {
     }
     assert_eq!(s.d.stats().matches, matches, "no futile Fluxion call");
     s.check_end(); // every job still runs, once cores are freed
+}
+
+/// The backlog scenario of the issue: one job holds 3 of 4 nodes, many
+/// whole-cluster jobs wait behind it, then small jobs that can backfill on
+/// the free node. Each small job costs a handful of Fluxion calls, however
+/// long the backlog, and the whole-cluster jobs are not asked again and
+/// again.
+#[test]
+fn a_long_backlog_costs_a_bounded_number_of_fluxion_calls_per_job() {
+    for backlog in [100u64, 2000] {
+        let mut s = Sim::new(QueuePolicy::Easy, 16);
+        s.submit(1, "lammps", &Request::nodes(3, Some(30), false).with_duration(3600));
+        for id in 2..2 + backlog {
+            s.submit(id, "ior", &Request::nodes(4, Some(40), false).with_duration(600));
+        }
+        s.step_apps(true); // job 1 starts
+        let before = s.d.stats().matches;
+        let small = 50;
+        for k in 0..small {
+            let id = 10_000 + k;
+            s.submit(id, "chatterbug", &Request::slots(1, 1, 0).with_duration(30));
+            assert!(
+                s.apps.values().any(|a| a.queue_id == id),
+                "backlog {backlog}: small job {k} backfilled at once"
+            );
+            // It runs and ends: cores are freed, a new pass starts.
+            for _ in 0..3 {
+                let a = s.apps.iter().find(|(_, a)| a.queue_id == id).map(|(k, _)| *k);
+                let a = a.unwrap();
+                let st = s.apps[&a].clone();
+                if !st.started {
+                    s.apps.get_mut(&a).unwrap().started = true;
+                    s.app_event(a, AppEvent::Start);
+                } else if !st.done {
+                    s.apps.get_mut(&a).unwrap().done = true;
+                    s.app_outcome.insert(id, Outcome::Finished(0));
+                    s.app_event(a, AppEvent::Finish { status: 0 });
+                } else {
+                    s.apps.get_mut(&a).unwrap().cleaned = true;
+                    s.app_event(a, AppEvent::Clean);
+                }
+                s.drain();
+                s.late_allocs();
+            }
+        }
+        let per_job = (s.d.stats().matches - before) as f64 / small as f64;
+        assert!(
+            per_job <= 4.0,
+            "backlog {backlog}: {per_job} Fluxion calls per small job"
+        );
+        assert!(
+            s.d.stats().annotations <= backlog + 4 * small + 10,
+            "annotations only when a reason changes: {}",
+            s.d.stats().annotations
+        );
+    }
+}
+
+/// queue-depth bounds the Fluxion calls of one pass, even when every job
+/// has its own shape.
+#[test]
+fn a_pass_asks_at_most_queue_depth_jobs() {
+    let mut params = SchedParams::new(QueuePolicy::Easy);
+    params.queue_depth = 8;
+    let mut s = Sim::with_params(params, 18);
+    s.submit(1, "lammps", &Request::nodes(4, Some(40), false).with_duration(3600));
+    s.step_apps(true); // the cluster is full
+    // A new pass (a change that could let jobs go), with nothing started.
+    s.feed(Event::ContainerUp {
+        container: "ior".into(),
+    });
+    let before = s.d.stats().matches;
+    // 40 distinct shapes (durations), none fits.
+    for id in 2..42 {
+        s.submit(id, "ior", &Request::slots(1, 1, 0).with_duration(id * 7));
+    }
+    let asked = s.d.stats().matches - before;
+    assert_eq!(asked, 8, "{asked} calls for 40 distinct jobs");
+    s.check_end();
 }
