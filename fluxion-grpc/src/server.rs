@@ -237,7 +237,15 @@ impl FluxionService for PancakeService {
                 reserved,
                 at,
                 overhead,
-            } = state.fluxion.match_allocate(&r.jobspec, r.reservation)?;
+            } = {
+                // The server's own clock: reservations are planned from the
+                // expected ends of running jobs, in real time.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                state.fluxion.set_clock(now);
+                state.fluxion.match_allocate(&r.jobspec, r.reservation)?
+            };
             state.live.insert(jobid);
             shared
                 .live_jobs

@@ -63,6 +63,12 @@ impl Fluxion for EmbeddedFluxion {
         })
     }
 
+    fn set_clock(&mut self, now: i64) {
+        if let Some(m) = self.matcher.as_mut() {
+            m.advance_to(now);
+        }
+    }
+
     fn cancel(&mut self, jobid: i64) -> Result<(), FluxionError> {
         let m = self.matcher.as_mut().ok_or(FluxionError::NotInitialized)?;
         m.cancel(jobid);

@@ -99,6 +99,13 @@ pub trait Fluxion: Send {
         jobspec: &str,
         reserve: bool,
     ) -> Result<MatchOutcome, FluxionError>;
+    /// The time now, in seconds since the epoch, before a match: a
+    /// Fluxion whose clock is its own (an embedded matcher) plans
+    /// reservations from it. The default ignores it (a service keeps its
+    /// own clock).
+    fn set_clock(&mut self, now: i64) {
+        let _ = now;
+    }
     /// Free allocation `jobid`. Cancelling an unknown id succeeds.
     fn cancel(&mut self, jobid: i64) -> Result<(), FluxionError>;
     /// Re-register an allocation that already exists (for example after the

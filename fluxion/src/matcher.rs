@@ -721,6 +721,12 @@ impl Matcher {
         self.now = now;
     }
 
+    /// Moves the logical clock forward to `now` (never back): the time of
+    /// the next match, when the clock follows a real one.
+    pub fn advance_to(&mut self, now: i64) {
+        self.now = self.now.max(now);
+    }
+
     /// Free cores now.
     pub fn free_cores(&self) -> u64 {
         self.state.free.iter().map(|a| u64::from(a.cores)).sum()
@@ -1068,11 +1074,13 @@ impl Matcher {
             other => return other,
         }
         let now = self.now;
+        // A job past its expected end still holds its resources (it is
+        // ending, or its free is on its way): take it for ending any moment.
         let mut times: Vec<i64> = self
             .allocs
             .values()
             .filter_map(|a| a.end)
-            .filter(|&e| e > now)
+            .map(|e| e.max(now.saturating_add(1)))
             .collect();
         times.sort_unstable();
         times.dedup();
@@ -1610,6 +1618,24 @@ mod tests {
             m.allocate_or_reserve(&Request::slots(1, 1, 0)),
             Err(FluxionError::Busy(_))
         ));
+    }
+
+    /// A job still holding its resources past its expected end (ending, or
+    /// its free on its way) is taken for ending any moment: a reservation
+    /// is still made, right after now, and the clock only moves forward.
+    #[test]
+    fn a_job_past_its_end_still_leaves_room_for_a_reservation() {
+        let mut m = Matcher::new(graph(1, 2, 0), Policy::First);
+        m.allocate(&Request::slots(2, 1, 0).with_duration(100))
+            .unwrap();
+        m.advance_to(150);
+        m.advance_to(120);
+        assert_eq!(m.now(), 150, "the clock never goes back");
+        let r = m
+            .allocate_or_reserve(&Request::slots(1, 1, 0).with_duration(10))
+            .unwrap();
+        assert!(r.reserved);
+        assert_eq!(r.at, 151);
     }
 
     #[test]

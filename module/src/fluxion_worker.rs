@@ -87,6 +87,7 @@ impl FluxionWorker {
     ) -> flux::Result<()> {
         self.call(
             move |fx| {
+                fx.set_clock(now as i64);
                 let m = fx.match_allocate(&jobspec, reserve)?;
                 let duration = serde_json::from_str::<serde_json::Value>(&jobspec)
                     .ok()
@@ -107,6 +108,7 @@ impl FluxionWorker {
                     fluxion_id: m.jobid,
                     r,
                     reserved: m.reserved,
+                    at: m.at as f64,
                 })
             },
             done,
