@@ -14,8 +14,17 @@ pub struct Options {
     pub fluxion: Option<String>,
     /// Fluxion match policy, by flux-sched's names (see `fluxion::Policy`).
     pub policy: String,
-    /// How waiting jobs are taken: `fcfs` or `easy`.
+    /// How waiting jobs are taken: `fcfs`, `easy` or `conservative`.
     pub queue_policy: crate::dispatch::QueuePolicy,
+    /// Most jobs a scheduling pass asks Fluxion about (Fluxion's
+    /// `queue-depth`).
+    pub queue_depth: u32,
+    /// With `conservative`, most reservations a pass makes per queue
+    /// (`None`: as many as `queue-depth`).
+    pub reservation_depth: Option<u32>,
+    /// Jobs without a container run on the queue broker (`false`), or are
+    /// refused at submit (`true`, `local-jobs=refuse`).
+    pub refuse_local: bool,
     /// The Flux Operator view root: containers are found from
     /// `meta/<i>-<name>` and reached at `run/flux/local-<i>`; their resources
     /// are read from each broker's `resource.R`.
@@ -40,6 +49,9 @@ impl Default for Options {
             fluxion: None,
             policy: "first".into(),
             queue_policy: crate::dispatch::QueuePolicy::Fcfs,
+            queue_depth: crate::dispatch::queue::DEFAULT_QUEUE_DEPTH,
+            reservation_depth: None,
+            refuse_local: false,
             view: None,
             brokers: Vec::new(),
             strict: false,
@@ -55,6 +67,9 @@ const KEYS: &[&str] = &[
     "fluxion",
     "policy",
     "queue-policy",
+    "queue-depth",
+    "reservation-depth",
+    "local-jobs",
     "view",
     "broker",
     "strict",
@@ -75,6 +90,14 @@ pub fn parse_fsd(v: &str) -> Option<f64> {
     let n: f64 = num.parse().ok()?;
     let secs = n * mult;
     (secs.is_finite() && secs >= 0.0).then_some(secs)
+}
+
+/// A depth: a whole number from 1 to 100,000.
+fn parse_depth(key: &str, v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("{key}={v}: expected a whole number from 1 to 100000")),
+    }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -119,8 +142,25 @@ impl Options {
                 Ok(())
             }
             "queue-policy" => {
-                self.queue_policy = crate::dispatch::QueuePolicy::parse(value)
-                    .ok_or_else(|| format!("queue-policy={value}: expected fcfs or easy"))?;
+                self.queue_policy = crate::dispatch::QueuePolicy::parse(value).ok_or_else(
+                    || format!("queue-policy={value}: expected fcfs, easy or conservative"),
+                )?;
+                Ok(())
+            }
+            "queue-depth" => {
+                self.queue_depth = parse_depth(key, value)?;
+                Ok(())
+            }
+            "reservation-depth" => {
+                self.reservation_depth = Some(parse_depth(key, value)?);
+                Ok(())
+            }
+            "local-jobs" => {
+                self.refuse_local = match value {
+                    "run" => false,
+                    "refuse" => true,
+                    _ => return Err(format!("local-jobs={value}: expected run or refuse")),
+                };
                 Ok(())
             }
             "view" => {
@@ -211,12 +251,24 @@ impl Options {
         Ok(())
     }
 
+    /// The scheduling parameters these options set.
+    pub fn sched_params(&self) -> crate::dispatch::SchedParams {
+        crate::dispatch::SchedParams {
+            policy: self.queue_policy,
+            queue_depth: self.queue_depth,
+            reservation_depth: self.reservation_depth,
+        }
+    }
+
     /// The options as JSON (for `pancake.status`).
     pub fn to_json(&self) -> Value {
         json!({
             "fluxion": self.fluxion.as_deref().unwrap_or("embedded"),
             "policy": self.policy,
             "queue-policy": self.queue_policy.name(),
+            "queue-depth": self.queue_depth,
+            "reservation-depth": self.sched_params().reservations(),
+            "local-jobs": if self.refuse_local { "refuse" } else { "run" },
             "view": self.view,
             "brokers": self.brokers.iter().map(|(n, u)| json!({"name": n, "uri": u})).collect::<Vec<_>>(),
             "strict": self.strict,
@@ -302,6 +354,23 @@ mod tests {
         assert!(Options::parse(&args(&["queue-policy=lifo"])).is_err());
         assert!(Options::parse(&args(&["broker=lammps"])).is_err());
         assert!(Options::parse(&args(&["strict=maybe"])).is_err());
+        let o = Options::parse(&args(&[
+            "queue-policy=conservative",
+            "queue-depth=8",
+            "reservation-depth=4",
+            "local-jobs=refuse",
+        ]))
+        .unwrap();
+        let p = o.sched_params();
+        assert_eq!(p.policy, crate::dispatch::QueuePolicy::Conservative);
+        assert_eq!((p.queue_depth, p.reservations()), (8, 4));
+        assert!(o.refuse_local);
+        let d = Options::default();
+        assert_eq!((d.queue_depth, d.refuse_local), (32, false));
+        assert_eq!(d.sched_params().reservations(), 0, "fcfs reserves nothing");
+        for bad in ["queue-depth=0", "queue-depth=x", "reservation-depth=-1", "local-jobs=maybe"] {
+            assert!(Options::parse(&args(&[bad])).is_err(), "{bad}");
+        }
         let mut o = Options::default();
         o.apply_config(
             &json!({"pancake": {"brokers": {"a": "local:///a"}, "queue_policy": "easy"}}),

@@ -320,6 +320,17 @@ impl Drop for RemoveOnDrop<'_> {
 }
 
 impl HandleRef {
+    /// Ask the broker to route requests for `service` (`service.*`) to this
+    /// handle (`flux_service_register`). The future fails with `EEXIST`
+    /// when another module provides the service.
+    pub fn service_register(&self, service: &str) -> Result<Future> {
+        let s = cstring(service)?;
+        // SAFETY: live handle, valid C string.
+        let f = unsafe { flux_sys::flux_service_register(self.as_ptr(), s.as_ptr()) };
+        // SAFETY: a new future we own.
+        Ok(unsafe { Future::from_raw(cvt_p(f)?) })
+    }
+
     /// Send an RPC to `topic` with a JSON payload (or none).
     pub fn rpc(
         &self,

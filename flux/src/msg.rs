@@ -107,6 +107,15 @@ impl MsgRef {
         unsafe { flux_sys::flux_msg_is_streaming(self.as_ptr()) }
     }
 
+    /// A copy of this message without its payload: enough to respond to a
+    /// request later (route, matchtag, credentials), for a fraction of the
+    /// memory a held request with a large payload costs.
+    pub fn copy_header(&self) -> Result<Msg> {
+        // SAFETY: self is live; flux_msg_copy returns a new message we own.
+        let m = unsafe { flux_sys::flux_msg_copy(self.as_ptr(), false) };
+        Ok(Msg { ptr: cvt_p(m)? })
+    }
+
     /// A new reference to this message.
     pub fn to_owned(&self) -> Msg {
         // SAFETY: self is live; incref returns the same pointer with one more reference.

@@ -7,10 +7,10 @@
 //!
 //! * **queue role**, for jobs with `attributes.system.container`: refuse
 //!   unknown containers, guests, and user-set `alloc-bypass`/`exec`
-//!   attributes; flag the job `alloc-bypass` and switch it to test-exec
-//!   override mode; hold it in DEPEND (`depends:pancake`) until the module
-//!   calls `release` with the R the application job got; then allocate it
-//!   alloc-bypass style (commit R, post `alloc`) so it runs as a mirror.
+//!   attributes; switch the job to test-exec override mode, so that once
+//!   the pancake module (the queue broker's scheduler) allocates it, it runs
+//!   as a mirror of its application job. With `local-jobs=refuse` on the
+//!   module, refuse jobs without a container, naming the containers.
 //! * **app role**: admit only owner jobs carrying a pancake R that lies
 //!   inside this broker's resources and overlaps no running pancake job
 //!   (defence in depth against a buggy module); in strict mode refuse every
@@ -34,16 +34,13 @@ flux::jobtap_plugin!(plugin_init);
 /// The plugin's name (Flux also derives it from the file name).
 pub const NAME: &str = "pancake-bypass";
 
-/// The dependency that holds a container job until its application job starts.
-pub const DEPENDENCY: &str = pancake_core::dispatch::DEPENDENCY;
-
 /// Plugin state (job-manager thread only).
 #[derive(Default)]
 struct State {
     /// queue: containers the module knows.
     containers: BTreeSet<String>,
-    /// queue: R handed over by `release`, until `job.state.sched` uses it.
-    release_r: BTreeMap<JobId, Value>,
+    /// queue: jobs without a container are refused (module `local-jobs=refuse`).
+    refuse_local: bool,
     /// app: this container's name (for messages) and strict mode.
     container: String,
     strict: bool,
@@ -127,7 +124,20 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
     let s = Rc::clone(st);
     p.add_handler("job.validate", move |p, _topic, args| {
         let input = args.input()?;
-        let Some(container) = container_of(&input) else { return Ok(()) };
+        let Some(container) = container_of(&input) else {
+            let s = s.borrow();
+            if s.refuse_local {
+                let known: Vec<&str> = s.containers.iter().map(String::as_str).collect();
+                return p.reject(
+                    args,
+                    &format!(
+                        "pancake: this queue runs only container jobs: submit with --setattr=container=NAME (containers: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+            return Ok(());
+        };
         let sys = input.pointer("/jobspec/attributes/system").cloned().unwrap_or(Value::Null);
         {
             let s = s.borrow();
@@ -172,7 +182,6 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
                 );
             }
         }
-        p.set_flag(CURRENT_JOB, "alloc-bypass")?;
         // The queue side of a container job is a test-exec job that starts
         // and finishes on pancake's override RPCs. Its run_duration must be
         // long, not 0: after a queue broker restart test-exec reattaches the
@@ -183,42 +192,7 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
         }))?;
         Ok(())
     })?;
-    p.add_handler("job.state.depend", move |p, _topic, args| {
-        let input = args.input()?;
-        if container_of(&input).is_some() {
-            // flux_jobtap_dependency_add() needs the real id, not CURRENT_JOB.
-            p.dependency_add(job_id(&input), DEPENDENCY)?;
-        }
-        Ok(())
-    })?;
-    // Released jobs take the R the module handed over (once).
-    on_sched(p, st, |s, id| s.release_r.remove(&id))?;
     let s = Rc::clone(st);
-    p.service_register("release", MsgRole::Owner, {
-        let s = Rc::clone(&s);
-        move |p, h, msg| {
-            let req: Value = match msg.request_json() {
-                Ok(v) => v,
-                Err(e) => return drop(h.respond_error(msg, &e)),
-            };
-            let (Some(id), Some(r)) = (req.get("id").and_then(Value::as_u64), req.get("R")) else {
-                return drop(h.respond_error(msg, &flux::Error::proto("release needs id and R")));
-            };
-            s.borrow_mut().release_r.insert(id, r.clone());
-            // Removing the last dependency cascades into job.state.sched
-            // right here, which takes the R stored above.
-            match p.dependency_remove(id, DEPENDENCY) {
-                Ok(()) => drop(h.respond(msg, None)),
-                Err(e) => {
-                    s.borrow_mut().release_r.remove(&id);
-                    drop(h.respond_error(
-                        msg,
-                        &flux::Error::new(e.errno, format!("release {id}: {}", e.message())),
-                    ));
-                }
-            }
-        }
-    })?;
     p.service_register("containers", MsgRole::Owner, move |_p, h, msg| {
         let req: Value = match msg.request_json() {
             Ok(v) => v,
@@ -233,7 +207,10 @@ fn init_queue(p: &PluginRef, st: &Shared) -> flux::Result<()> {
                     .collect()
             })
             .unwrap_or_default();
-        s.borrow_mut().containers = names;
+        let refuse_local = req.get("local").and_then(Value::as_str) == Some("refuse");
+        let mut s = s.borrow_mut();
+        s.containers = names;
+        s.refuse_local = refuse_local;
         drop(h.respond(msg, None));
     })?;
     Ok(())

@@ -172,9 +172,14 @@ pub(crate) fn publish_containers(p: &Shared) {
     let (names, f) = {
         let st = p.borrow();
         let names: Vec<String> = st.containers.by_name.keys().cloned().collect();
+        let local = if st.options.refuse_local {
+            "refuse"
+        } else {
+            "run"
+        };
         let f = st.h.rpc(
             "job-manager.pancake-bypass.containers",
-            Some(&json!({ "names": names }).to_string()),
+            Some(&json!({ "names": names, "local": local }).to_string()),
             flux::NODEID_ANY,
             0,
         );

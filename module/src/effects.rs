@@ -114,51 +114,21 @@ pub(crate) fn perform(p: &Shared, action: Action) {
                 });
             });
         }
-        Action::Release { id, r } => {
+        Action::AllocSuccess {
+            id,
+            r,
+            annotations,
+        } => crate::sched::alloc_success(p, id, r, annotations),
+        Action::AllocDeny { id, note } => crate::sched::alloc_deny(p, id, &note),
+        Action::AllocCancel { id } => crate::sched::alloc_cancel(p, id),
+        Action::Annotate { id, annotations } => crate::sched::annotate(p, id, annotations),
+        Action::StartOutput {
+            id,
+            container,
+            app_id,
+        } => {
             // The application job started: copy its output as it comes.
-            let target = p
-                .borrow()
-                .d
-                .job(id)
-                .and_then(|j| j.app_id.map(|a| (j.container.clone(), a)));
-            if let Some((container, app_id)) = target {
-                crate::output::start(p, id, &container, app_id);
-            }
-            let req = json!({ "id": id, "R": r });
-            let f = p.borrow().h.rpc(
-                "job-manager.pancake-bypass.release",
-                Some(&req.to_string()),
-                flux::NODEID_ANY,
-                0,
-            );
-            let weak = Rc::downgrade(p);
-            let pending = p.borrow().pending.clone();
-            match f {
-                Ok(f) => {
-                    let _ = pending.spawn(f, 30.0, move |f| {
-                        let Some(p) = weak.upgrade() else { return };
-                        if let Err(e) = f.rpc_get() {
-                            log(
-                                &p,
-                                Level::Err,
-                                &format!("{}: release: {e}", flux::job::id_f58(id)),
-                            );
-                            raise(
-                                &p,
-                                id,
-                                "pancake",
-                                &format!("pancake could not release the job: {e}"),
-                                None,
-                            );
-                        }
-                    });
-                }
-                Err(e) => log(
-                    p,
-                    Level::Err,
-                    &format!("{}: release: {e}", flux::job::id_f58(id)),
-                ),
-            }
+            crate::output::start(p, id, &container, app_id);
         }
         Action::OverrideStart { id } => {
             override_start(p, id, OVERRIDE_TRIES);

@@ -1,10 +1,12 @@
 //! The `pancake` broker module.
 //!
 //! Loaded into the queue broker with `flux module load pancake [options]`
-//! (installed as `pancake.so`, so the broker names it `pancake`). The
+//! (installed as `pancake.so`, so the broker names it `pancake`), in place
+//! of the broker's own scheduler: pancake provides the `sched` service. The
 //! decisions live in `pancake_core::dispatch`; this crate only connects the
-//! dispatcher to Flux: the queue broker's job journal, the application
-//! brokers, Fluxion (on the worker thread), and the `pancake-bypass` plugin.
+//! dispatcher to Flux: the job-manager's scheduler protocol (`sched`), the
+//! queue broker's job journal, the application brokers, Fluxion (on the
+//! worker thread), and the `pancake-bypass` plugin.
 
 #![deny(unsafe_code)]
 
@@ -12,6 +14,7 @@ mod apps;
 mod effects;
 mod fluxion_worker;
 mod output;
+mod sched;
 pub mod worker;
 
 /// Count the module's heap (`heap_bytes` in `pancake.status`).
@@ -24,6 +27,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use flux::{Handle, HandleRef, Level, Pending, Role, Table, Timers, Watcher};
+use fluxion::Rv1;
 use pancake_core::dispatch::{AppEvent, Capacity, Dispatcher, Event, JobId};
 use pancake_core::journal;
 use pancake_core::options::Options;
@@ -47,12 +51,16 @@ pub(crate) struct Pancake {
     pub(crate) containers: Containers,
     pub(crate) pending: Pending,
     pub(crate) outputs: output::Outputs,
-    /// Queue jobs known to be container jobs; events of others are ignored.
+    /// Queue jobs whose journal events the dispatcher follows (container
+    /// jobs, and jobs an earlier pancake started on the queue broker).
     pub(crate) tracked: HashSet<JobId>,
-    /// Container jobs submitted but not validated yet (the journal shows
-    /// `submit` before the job-manager's validation, and a refused job only
-    /// gets `invalidate`): container, submit time, urgency.
-    unvalidated: HashMap<JobId, Unvalidated>,
+    /// The job-manager's `sched.alloc` requests, until answered.
+    pub(crate) allocs: sched::Requests,
+    /// The R of every job in the queue journal's backlog, for the
+    /// `sched-hello` that follows it (then dropped).
+    pub(crate) backlog_r: HashMap<JobId, serde_json::Value>,
+    /// The queue broker's own R (jobs without a container run in it).
+    pub(crate) local_r: Option<Rv1>,
     /// The end of the queue journal's backlog (its sentinel) was seen.
     backlog_seen: bool,
     pub(crate) requests: u64,
@@ -72,6 +80,7 @@ impl Pancake {
         self.graveyard.clear();
         self.timers.clear();
         self.pending.clear();
+        self.allocs.clear();
         self.containers.clear();
     }
 }
@@ -109,19 +118,10 @@ pub(crate) type Shared = Rc<RefCell<Pancake>>;
 
 /// The queue journal, filtered to the events pancake acts on (the
 /// job-manager sends nothing else: on a busy queue broker most events are
-/// `set-flags`, `depend`, `finish`, `release`, `free`...). `validate` and
-/// `invalidate` decide which jobs are pancake's; `memo`, `dependency-remove`
-/// and `start` rebuild a job after a reload.
-const QUEUE_JOURNAL_REQUEST: &str = r#"{"full":false,"allow":{"submit":1,"validate":1,"invalidate":1,"dependency-add":1,"dependency-remove":1,"memo":1,"alloc":1,"start":1,"exception":1,"clean":1,"urgency":1,"priority":1}}"#;
-
-/// A container job seen in the queue journal, until its `validate`.
-pub(crate) struct Unvalidated {
-    container: String,
-    /// The jobspec as the journal carries it (redacted: no environment).
-    jobspec: String,
-    t_submit: f64,
-    urgency: i32,
-}
+/// `set-flags`, `depend`, `priority`, `release`...). `submit` names the
+/// container jobs; `memo`, `alloc`, `free` and `start` rebuild a job after a
+/// reload; `exception` and `clean` end it.
+const QUEUE_JOURNAL_REQUEST: &str = r#"{"full":false,"allow":{"submit":1,"invalidate":1,"memo":1,"alloc":1,"free":1,"start":1,"exception":1,"clean":1}}"#;
 
 /// How long a (re)loaded module waits for the containers' job journals
 /// before it matches without the missing ones.
@@ -167,8 +167,9 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
         RefCell::new(Pancake {
             h: h.to_owned(),
             d: {
-                let mut d = Dispatcher::new(options.queue_policy);
+                let mut d = Dispatcher::with_params(options.sched_params());
                 d.set_lost_grace(options.lost_grace);
+                d.set_local_refused(options.refuse_local);
                 d
             },
             containers: Containers::default(),
@@ -178,7 +179,9 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
             pending: Pending::new(),
             outputs: output::Outputs::default(),
             tracked: HashSet::new(),
-            unvalidated: HashMap::new(),
+            allocs: sched::Requests::default(),
+            backlog_r: HashMap::new(),
+            local_r: None,
             backlog_seen: false,
             requests: 0,
             timers: Timers::new(),
@@ -198,6 +201,10 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
     p.borrow_mut().reaper = Some(reaper);
 
     let handlers = register_handlers(h, &p)?;
+    let sched_handlers = sched::handlers(h, &p)?;
+    // This broker's scheduler from now on (or the load fails: one per broker).
+    sched::register_services(h)?;
+    read_own_resources(&p);
     apps::discover(&p);
     // Nothing is matched until what earlier pancakes left is known: the
     // queue's active jobs and every known container's active jobs.
@@ -245,6 +252,7 @@ fn pancake_main(h: &HandleRef, args: Vec<String>) -> flux::Result<()> {
     // Tear down in dependency order: no new work, then connections, then the
     // worker thread (joined), so nothing outlives the DSO.
     drop(rescan);
+    drop(sched_handlers);
     drop(handlers);
     match Rc::try_unwrap(p).map(RefCell::into_inner) {
         Ok(mut st) => {
@@ -325,8 +333,9 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
                 }
                 o.fluxion = st.options.fluxion.clone();
                 o.policy = st.options.policy.clone();
-                st.d.set_policy(o.queue_policy);
+                st.d.set_params(o.sched_params());
                 st.d.set_lost_grace(o.lost_grace);
+                st.d.set_local_refused(o.refuse_local);
                 st.options = o;
             });
             match res {
@@ -372,6 +381,8 @@ fn status(p: &Shared) -> serde_json::Value {
                 json!({
                     "id": j.id,
                     "container": j.container,
+                    "queue": j.queue.as_deref(),
+                    "reason": j.reason_pending(),
                     "phase": format!("{:?}", j.phase).to_lowercase(),
                     "fluxion_id": j.fluxion_id,
                     "app_id": j.app_id,
@@ -390,6 +401,15 @@ fn status(p: &Shared) -> serde_json::Value {
             "ready": st.fx.ready(),
         },
         "requests": st.requests,
+        "scheduler": {
+            "waiting": st.d.waiting(),
+            "alloc_requests": st.allocs.len(),
+            "params": {
+                "queue-policy": st.d.params().policy.name(),
+                "queue-depth": st.d.params().queue_depth,
+                "reservation-depth": st.d.params().reservations(),
+            },
+        },
         "containers": containers,
         "jobs": jobs,
         // The R Fluxion's graph was built from (every connected container
@@ -495,61 +515,42 @@ fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
         return;
     };
     let backlog = !p.borrow().backlog_seen;
-    if let Some(js) = &entry.jobspec
-        && let Some(container) = journal::container(js)
-    {
-        let submit = entry.events.iter().find(|e| e.name == "submit");
-        let t_submit = submit.map(|e| e.timestamp).unwrap_or(0.0);
-        let urgency = submit
-            .and_then(|e| e.context.get("urgency"))
-            .and_then(|u| u.as_i64())
-            .unwrap_or(16) as i32;
-        let job = Unvalidated {
-            container: container.to_string(),
-            jobspec: js.to_string(),
-            t_submit,
-            urgency,
-        };
-        p.borrow_mut().unvalidated.insert(id, job);
+    let container_job = entry
+        .jobspec
+        .as_ref()
+        .is_some_and(|js| journal::container(js).is_some());
+    if backlog {
+        if let Some(r) = &entry.r {
+            p.borrow_mut().backlog_r.insert(id, r.clone());
+        }
+        // A job an earlier pancake matched: take it up from its record
+        // (its allocation is restored before anything else is matched).
+        let prior = journal::prior(&entry.events, entry.r.as_ref());
+        if prior.matched()
+            && let Some(js) = &entry.jobspec
+        {
+            p.borrow_mut().tracked.insert(id);
+            feed(
+                p,
+                Event::Recovered {
+                    id,
+                    jobspec: js.to_string(),
+                    prior,
+                },
+            );
+        }
+    }
+    if container_job {
+        p.borrow_mut().tracked.insert(id);
     }
     for ev in &entry.events {
-        match ev.name.as_str() {
-            // Only a validated job is pancake's: a job the plugin (or any
-            // validator) refused must never be forwarded.
-            "validate" => {
-                let pending = p.borrow_mut().unvalidated.remove(&id);
-                if let Some(job) = pending {
-                    p.borrow_mut().tracked.insert(id);
-                    // The journal's jobspec is all matching needs; the
-                    // environment (not in it) is read from J at forward time.
-                    let priority = i64::from(job.urgency);
-                    let event = if backlog {
-                        Event::Recovered {
-                            id,
-                            container: job.container,
-                            jobspec: job.jobspec,
-                            priority,
-                            t_submit: job.t_submit,
-                            urgency: job.urgency,
-                            prior: journal::prior(&entry.events),
-                        }
-                    } else {
-                        Event::Submitted {
-                            id,
-                            container: job.container,
-                            jobspec: job.jobspec,
-                            priority,
-                            t_submit: job.t_submit,
-                            urgency: job.urgency,
-                        }
-                    };
-                    feed(p, event);
-                }
-            }
-            "invalidate" => {
-                p.borrow_mut().unvalidated.remove(&id);
-            }
-            _ => {}
+        if ev.name == "invalidate" {
+            // Refused at submit: never a job.
+            p.borrow_mut().tracked.remove(&id);
+        }
+        if ev.name == "clean" {
+            // Its request, if one is still held, will never be answered.
+            p.borrow_mut().allocs.forget(id);
         }
         if !p.borrow().tracked.contains(&id) {
             continue;
@@ -566,7 +567,7 @@ fn on_queue_entry(p: &Shared, entry: journal::JournalEntry) {
 }
 
 /// The queue backlog is in (every job of it fed to the dispatcher as it
-/// came): scheduling may start.
+/// came): the scheduler handshake follows, then scheduling may start.
 fn backlog_step(p: &Shared) {
     let done = p.borrow().backlog_seen;
     if done && p.borrow().d.is_recovering() {
@@ -574,11 +575,40 @@ fn backlog_step(p: &Shared) {
         log(
             p,
             Level::Debug,
-            &format!("queue journal backlog in ({n} container jobs)"),
+            &format!("queue journal backlog in ({n} jobs to follow)"),
         );
-        feed(p, Event::QueueBacklogDone);
+        sched::hello(p);
         // The backlog's messages and parse trees are all freed now.
         flux::heap::release_free_heap();
+    }
+}
+
+/// Read the queue broker's own resources: jobs without a container run
+/// there, so their grants must lie inside them.
+fn read_own_resources(p: &Shared) {
+    let weak = Rc::downgrade(p);
+    let f = p.borrow().h.kvs_lookup("resource.R");
+    let pending = p.borrow().pending.clone();
+    let res = f.and_then(|f| {
+        pending.spawn(f, -1.0, move |f| {
+            let Some(p) = weak.upgrade() else { return };
+            match f.kvs_lookup_get().map(Rv1::parse) {
+                Ok(Ok(r)) => {
+                    {
+                        let mut st = p.borrow_mut();
+                        st.local_r = Some(r.clone());
+                        st.d.set_local_resources(r);
+                    }
+                    // (A pass may now consider jobs without a container.)
+                    feed(&p, Event::Tick);
+                }
+                Ok(Err(e)) => log(&p, Level::Err, &format!("resource.R: {e}")),
+                Err(e) => log(&p, Level::Err, &format!("resource.R: {e}")),
+            }
+        })
+    });
+    if let Err(e) = res {
+        log(p, Level::Err, &format!("resource.R: {e}"));
     }
 }
 

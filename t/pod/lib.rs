@@ -366,6 +366,14 @@ impl Pod {
         if state == QueueState::KeepRunning {
             cmd.env("FLUX_DISABLE_JOB_CLEANUP", "t");
         }
+        if index == 0 {
+            // pancake is the queue broker's scheduler: rc1 loads none, so
+            // nothing schedules the queue's jobs before pancake is loaded
+            // (also after a restart), as examples/minicluster sets it up.
+            cmd.env("FLUX_SCHED_MODULE", "none");
+        } else {
+            cmd.env_remove("FLUX_SCHED_MODULE");
+        }
         cmd.args(["sh", "-c", &script])
             .env("PANCAKE_POD_ROOT", &self.root)
             .env_remove("FLUX_URI")
