@@ -61,7 +61,9 @@ fn bad_role_is_refused_and_reload_cycles_are_safe() {
         q.run(&["jobtap", "remove", "pancake-bypass.so"]).unwrap();
     }
     assert_eq!(q.broker_pid().unwrap(), pid);
-    // Jobs still flow through the job-manager afterwards.
+    // Jobs still flow through the job-manager afterwards (the queue broker
+    // starts without a scheduler: pancake is its scheduler, not loaded here).
+    q.run(&["module", "load", "sched-simple"]).unwrap();
     q.run(&["run", "true"]).unwrap();
     pod.shutdown().unwrap();
 }

@@ -134,7 +134,7 @@ fn cancel_before_and_after_forwarding_frees_everything() {
         .unwrap();
     let waiter = submit(&pod, &["--setattr=container=ior", "-n1", "true"]);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(job_field(q, &waiter, "{state}"), "DEPEND", "{}", dmesg(q));
+    assert_eq!(job_field(q, &waiter, "{state}"), "SCHED", "{}", dmesg(q));
     q.run(&["cancel", &waiter]).unwrap();
     wait_clean(&pod, &waiter);
     assert_eq!(job_field(q, &waiter, "{result}"), "CANCELED");
@@ -453,7 +453,7 @@ fn jobs_wait_while_fluxion_is_unreachable() {
         .collect();
     std::thread::sleep(std::time::Duration::from_secs(2));
     for id in &ids {
-        assert_eq!(job_field(q, id, "{state}"), "DEPEND", "{}", dmesg(q));
+        assert_eq!(job_field(q, id, "{state}"), "SCHED", "{}", dmesg(q));
     }
     assert!(dmesg(q).contains("fluxion init failed"), "{}", dmesg(q));
     // The service comes up: nothing was lost, every job runs.
@@ -596,13 +596,13 @@ fn a_returning_application_broker_is_reconnected() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(
         job_field(&pod.queue, &other, "{state}"),
-        "DEPEND",
+        "SCHED",
         "the lost job's cores are still held"
     );
     // Jobs for it wait while it is gone...
     let waiting = submit(&pod, &["--setattr=container=chatterbug", "-n1", "true"]);
     std::thread::sleep(std::time::Duration::from_secs(1));
-    assert_eq!(job_field(&pod.queue, &waiting, "{state}"), "DEPEND");
+    assert_eq!(job_field(&pod.queue, &waiting, "{state}"), "SCHED");
     // ... and run once it is back: pancake reconnects by itself.
     pod.restart_app("chatterbug").unwrap();
     wait_clean(&pod, &waiting);

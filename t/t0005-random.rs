@@ -1,9 +1,14 @@
-//! A randomized workload across three containers, checked against the
-//! invariants of DESIGN.md by reading the application brokers' own job
+//! A randomized workload across three containers and the queue broker
+//! itself, with what Flux users do around jobs — dependencies (afterok and
+//! afterany chains), begin-times, holds and releases, urgency changes,
+//! `flux queue stop`/`start` windows, jobs without a container — checked
+//! against the invariants of DESIGN.md by reading every broker's own job
 //! records:
 //!
 //! * no core or GPU of any node is held by two jobs running at the same time
-//!   in any broker;
+//!   in any broker, the queue broker's own jobs included;
+//! * no job starts before its dependency is met or its begin-time has
+//!   come, and nothing is forwarded or started while the queue is stopped;
 //! * every Fluxion allocation is freed exactly once (granted == freed, and
 //!   nothing is left tracked);
 //! * every queue job ends with the state and exit status of its application
@@ -16,7 +21,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use common::{AppRecord, app_records, check_no_overlap, dmesg, pancake_pod, rpc};
+use common::{AppRecord, app_records, check_no_overlap, dmesg, local_records, pancake_pod, rpc};
 use pancake_pod::{FluxionServer, Pod, PodSpec};
 
 struct Rng(u64);
@@ -101,10 +106,22 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
     // record of the jobs run before the kill.
     let mut killed: BTreeSet<&str> = BTreeSet::new();
     let mut rng = Rng(seed | 1);
-    let mut ids = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut when = When::default();
+    // Held jobs and when to release them; the queue stopped until then.
+    let mut held: Vec<(String, usize)> = Vec::new();
+    let mut stopped: Option<(f64, usize)> = None;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
     // Submit in batches through one `flux submit --cc`-free loop per job
     // shape; cancel some as we go.
     for n in 0..jobs {
+        // One job in eight runs on the queue broker itself.
+        let local = rng.next(8) == 0;
         let c = containers[rng.next(3) as usize];
         let code = if rng.next(4) == 0 { rng.next(4) } else { 0 };
         // Mostly short jobs, some long ones so that jobs queue behind them.
@@ -120,7 +137,28 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
             2 => vec![format!("-N{}", 1 + rng.next(3)), "--exclusive".into()],
             _ => vec![format!("-n{}", 1 + rng.next(4))],
         };
-        let mut args: Vec<String> = vec!["submit".into(), format!("--setattr=container={c}")];
+        let mut args: Vec<String> = vec!["submit".into()];
+        if !local {
+            args.push(format!("--setattr=container={c}"));
+        }
+        let mut after = None;
+        if !ids.is_empty() && rng.next(6) == 0 {
+            let back = 1 + rng.next(5.min(ids.len() as u64)) as usize;
+            let on: String = ids[ids.len() - back].clone();
+            let kind = ["afterok", "afterany"][rng.next(2) as usize];
+            args.push(format!("--dependency={kind}:{on}"));
+            after = Some(on);
+        }
+        let mut begin = None;
+        if rng.next(10) == 0 {
+            let secs = 1 + rng.next(3);
+            args.push(format!("--begin-time=+{secs}s"));
+            begin = Some(now() + secs as f64);
+        }
+        let hold = rng.next(12) == 0;
+        if hold {
+            args.push("--urgency=0".into());
+        }
         args.extend(shape);
         args.extend(["sh".into(), "-c".into(), cmd]);
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -130,7 +168,44 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
             .unwrap_or_else(|e| panic!("{e}\n{}", dmesg(&pod.queue)))
             .trim()
             .to_string();
+        if let Some(on) = after {
+            when.after.push((id.clone(), on));
+        }
+        if let Some(t) = begin {
+            when.begin.push((id.clone(), t));
+        }
+        if hold {
+            held.push((id.clone(), n + 1 + rng.next(6) as usize));
+        }
         ids.push(id);
+        // Releases due, urgency changes, and queue stop/start windows.
+        for (id, _) in held.iter().filter(|(_, at)| *at <= n) {
+            let _ = pod.queue.output(&["job", "urgency", id, "default"]);
+            *report.faults.entry("holds released").or_default() += 1;
+        }
+        held.retain(|(_, at)| *at > n);
+        if rng.next(15) == 0 {
+            let back = 1 + rng.next(4.min(ids.len() as u64)) as usize;
+            let urgency = (1 + rng.next(31)).to_string();
+            // (A job already running cannot change: that is fine.)
+            let _ = pod
+                .queue
+                .output(&["job", "urgency", &ids[ids.len() - back], &urgency]);
+            *report.faults.entry("urgency changes").or_default() += 1;
+        }
+        match stopped {
+            Some((t_stop, until)) if n >= until => {
+                pod.queue.run(&["queue", "start"]).unwrap();
+                when.stopped.push((t_stop, now()));
+                stopped = None;
+            }
+            None if rng.next(40) == 0 => {
+                pod.queue.run(&["queue", "stop"]).unwrap();
+                stopped = Some((now(), n + 3 + rng.next(5) as usize));
+                *report.faults.entry("queue stops").or_default() += 1;
+            }
+            _ => {}
+        }
         let due = |every: Option<usize>| every.is_some_and(|e| (n + 1) % e == 0);
         if due(faults.reload_every) {
             let args: Vec<&str> = faults.args.iter().map(String::as_str).collect();
@@ -174,6 +249,13 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
     }
     if let Some((c, _)) = dead {
         pod.restart_app(c).unwrap();
+    }
+    for (id, _) in &held {
+        let _ = pod.queue.output(&["job", "urgency", id, "default"]);
+    }
+    if let Some((t_stop, _)) = stopped {
+        pod.queue.run(&["queue", "start"]).unwrap();
+        when.stopped.push((t_stop, now()));
     }
     let pod = &*pod;
     let q = &pod.queue;
@@ -221,9 +303,16 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
-    // Invariant: no overlap, across every application broker.
+    // Invariant: no overlap, across every broker: the application brokers'
+    // jobs and the queue broker's own.
     let records: Vec<AppRecord> = pod.apps.iter().flat_map(app_records).collect();
-    let bad = check_no_overlap(&records);
+    let locals = local_records(q);
+    let everything: Vec<AppRecord> = records
+        .iter()
+        .cloned()
+        .chain(locals.iter().cloned())
+        .collect();
+    let bad = check_no_overlap(&everything);
     assert!(
         bad.is_empty(),
         "{bad:#?}\n--- pancake's log:\n{}",
@@ -233,6 +322,12 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
             .collect::<Vec<_>>()
             .join("\n")
     );
+
+    // Invariant: the job-manager decided when: nothing started before its
+    // dependency was inactive or its begin-time came, and nothing was
+    // forwarded or started while the queue was stopped.
+    let late = check_when(q, &when, &records, &locals);
+    assert!(late.is_empty(), "{late:#?}");
 
     // Invariant: each queue job ends as its application job did.
     let mut by_queue_id: HashMap<u64, &AppRecord> = HashMap::new();
@@ -336,6 +431,94 @@ fn run(pod: &mut Pod, jobs: usize, seed: u64, faults: &mut Faults) -> Report {
         records.len()
     );
     report
+}
+
+/// When the job-manager let jobs start, as the run asked it.
+#[derive(Debug, Default)]
+struct When {
+    /// (job, the job it depends on with afterok or afterany).
+    after: Vec<(String, String)>,
+    /// (job, its begin-time).
+    begin: Vec<(String, f64)>,
+    /// (stop, start) windows of the default queue.
+    stopped: Vec<(f64, f64)>,
+}
+
+/// Jobs that started too early: before their dependency was inactive or
+/// their begin-time came, or forwarded (started, on the queue broker) while
+/// the queue was stopped. A job's start is its application job's (found by
+/// the queue id its jobspec carries), or its own run on the queue broker.
+fn check_when(
+    q: &pancake_pod::Broker,
+    when: &When,
+    apps: &[AppRecord],
+    locals: &[AppRecord],
+) -> Vec<String> {
+    let field = |id: &str, f: &str| -> f64 {
+        q.run(&["jobs", "-no", &format!("{{{f}}}"), id])
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let dec = |id: &str| -> Option<u64> {
+        q.run(&["job", "id", "--to=dec", id])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    // (t_submit to its broker, t_run) of the job's run, if it ran.
+    let ran = |id: &str| -> Option<(f64, f64)> {
+        let n = dec(id)?;
+        if let Some(a) = apps.iter().find(|a| a.queue_id == Some(n)) {
+            return Some((a.t_submit, a.t_run));
+        }
+        let f58 = id.to_string();
+        locals
+            .iter()
+            .find(|l| l.id == f58)
+            .map(|l| (l.t_run, l.t_run))
+    };
+    let mut bad = Vec::new();
+    for (id, on) in &when.after {
+        let Some((_, t_run)) = ran(id) else { continue };
+        let t_dep = field(on, "t_inactive");
+        if t_run < t_dep {
+            bad.push(format!(
+                "{id} started at {t_run}, before {on} was inactive at {t_dep}"
+            ));
+        }
+    }
+    for (id, t) in &when.begin {
+        if let Some((_, t_run)) = ran(id)
+            && t_run < t - 0.5
+        {
+            bad.push(format!(
+                "{id} started at {t_run}, before its begin-time {t}"
+            ));
+        }
+    }
+    // (A request already being dispatched when the stop came may still
+    // go: half a second of slack for the stop to reach pancake.)
+    for (t_stop, t_start) in &when.stopped {
+        for a in apps.iter() {
+            if a.t_submit > t_stop + 0.5 && a.t_submit < *t_start {
+                bad.push(format!(
+                    "{}:{} forwarded at {} while the queue was stopped ({t_stop}..{t_start})",
+                    a.container, a.id, a.t_submit
+                ));
+            }
+        }
+        for l in locals {
+            if l.t_run > t_stop + 0.5 && l.t_run < *t_start {
+                bad.push(format!(
+                    "{} started at {} while the queue was stopped ({t_stop}..{t_start})",
+                    l.id, l.t_run
+                ));
+            }
+        }
+    }
+    bad
 }
 
 /// What pancake knows of a stuck job, and every broker log line about it

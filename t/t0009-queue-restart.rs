@@ -14,7 +14,9 @@
 //!   test-exec finishes it with status 15 (`CANCELED`); pancake, still
 //!   loaded, cancels its application job (`CANCELED` there too; if the
 //!   module is gone first, the reloaded module does it). Waiting jobs
-//!   (DEPEND) survive the restart. Pinned by
+//!   (SCHED: the queue stop withdrew their requests, pancake answered at
+//!   once) survive the restart; the restarted queue broker has no
+//!   scheduler until pancake is loaded again (`FLUX_SCHED_MODULE=none`). Pinned by
 //!   `clean_restart_with_flux_core_cleanup_cancels_running_jobs`.
 //! * **Clean stop with `FLUX_DISABLE_JOB_CLEANUP` set** (as flux-core's own
 //!   t3202-instance-restart-testexec.t does): no cleanup; rc3 unloads the
@@ -185,14 +187,14 @@ fn before_restart(pod: &Pod, long_c: bool) -> Jobs {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|j| j["phase"] == "waiting" && j["progress"]["queue_held"] == true)
+            .filter(|j| j["phase"] == "waiting" && j["progress"]["alloc_pending"] == true)
             .count();
         waiting == 2
     });
     // Both are in the KVS checkpoint (every second) before any crash.
     std::thread::sleep(Duration::from_secs(2));
     for id in [&c, &d] {
-        assert_eq!(job_field(q, id, "{state}"), "DEPEND");
+        assert_eq!(job_field(q, id, "{state}"), "SCHED");
     }
     Jobs {
         done,
@@ -337,8 +339,8 @@ fn clean_restart_keeping_running_jobs_mirrors_every_job() {
     for (id, state) in [
         (&jobs.a, "RUN"),
         (&jobs.b, "RUN"),
-        (&jobs.c, "DEPEND"),
-        (&jobs.d, "DEPEND"),
+        (&jobs.c, "SCHED"),
+        (&jobs.d, "SCHED"),
     ] {
         assert_eq!(job_field(q, id, "{state}"), state, "{id} after restart");
     }
@@ -441,7 +443,7 @@ fn crash_fails_running_jobs_at_reattach() {
         );
     }
     for id in [&jobs.c, &jobs.d] {
-        assert_eq!(job_field(q, id, "{state}"), "DEPEND", "{id} survived");
+        assert_eq!(job_field(q, id, "{state}"), "SCHED", "{id} survived");
     }
     reload(&pod);
     let apps = check_end(&pod, &jobs);

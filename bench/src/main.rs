@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p pancake-bench -- [--jobs 1000] [--serial 50] [--waiting 10000]
+//!     [--backlog 1000,10000] [--backlog-small 30]
 //!     [--modes direct,pancake,grpc] [--exec real,test] [--direct-containers 1]
 //!     [--csv FILE] [--perf DIR]
 //! ```
@@ -11,9 +12,11 @@
 //! Flux's test exec, no shell) and each mode, a fresh pod (a queue broker and
 //! three application brokers, 4 nodes × 10 cores each) runs `--jobs` one-core
 //! jobs as fast as it can, then `--serial` jobs one at a time; then one more
-//! pod holds `--waiting` jobs to weigh the module's memory. See
+//! pod holds `--waiting` jobs to weigh the module's memory, and, for each
+//! pancake mode, one more runs the backlog scenario (`backlog.rs`). See
 //! `bench/README.md` for what each number means.
 
+mod backlog;
 mod client;
 mod procstat;
 mod stats;
@@ -85,11 +88,16 @@ struct Opts {
     stall: f64,
     trace: bool,
     plot: Option<PathBuf>,
+    /// Backlog sizes for the backlog scenario (empty: skip it).
+    backlog: Vec<usize>,
+    /// Small jobs per backlog size.
+    backlog_small: usize,
 }
 
 const USAGE: &str = "usage: pancake-bench [--jobs N] [--serial N] [--waiting N] \
 [--modes direct,pancake,grpc] [--exec real,test] [--direct-containers K] \
-[--pipeline N] [--stall SECS] [--trace] [--csv FILE] [--plot FILE.png] [--perf DIR]";
+[--pipeline N] [--stall SECS] [--trace] [--csv FILE] [--plot FILE.png] [--perf DIR] \
+[--backlog N,N,...] [--backlog-small N]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -105,6 +113,8 @@ fn parse_opts() -> Result<Opts, String> {
         stall: 60.0,
         trace: false,
         plot: None,
+        backlog: vec![1000, 10000],
+        backlog_small: 30,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -126,6 +136,18 @@ fn parse_opts() -> Result<Opts, String> {
             "--trace" => o.trace = true,
             "--plot" => o.plot = Some(PathBuf::from(val()?)),
             "--perf" => o.perf = Some(PathBuf::from(val()?)),
+            "--backlog-small" => o.backlog_small = num(val()?)?.max(1),
+            "--backlog" => {
+                let v = val()?;
+                o.backlog = if v == "0" || v.is_empty() {
+                    Vec::new()
+                } else {
+                    v.split(',')
+                        .map(|n| num(n.to_string()))
+                        .collect::<Result<_, _>>()?
+                };
+                o.backlog.sort_unstable();
+            }
             "--modes" => {
                 o.modes = val()?
                     .split(',')
@@ -223,11 +245,13 @@ impl Measure {
 #[derive(Debug, Clone, Default)]
 struct Memory {
     waiting: usize,
-    /// Queue broker VmRSS, KiB: plugin loaded, module removed, no job.
+    /// Queue broker VmRSS, KiB: plugin loaded, module removed, one job
+    /// holding every core.
     rss_idle: u64,
-    /// After `waiting` held container jobs, still without the module.
+    /// After `waiting` container jobs, still without the module (they wait
+    /// in SCHED, offered to nobody).
     rss_jobs: u64,
-    /// After loading the module, which took every one of them up.
+    /// After loading the module, which was offered every one of them.
     rss_module: u64,
     /// The module's own live heap (`heap_bytes`), bytes: loaded with no
     /// job, and after taking up the held jobs.
@@ -240,7 +264,7 @@ struct Memory {
 }
 
 impl Memory {
-    /// KiB per held container job for the broker without the module
+    /// KiB per waiting container job for the broker without the module
     /// (job-manager, KVS, content cache, queue plugin).
     fn broker_per_job(&self) -> f64 {
         (self.rss_jobs as f64 - self.rss_idle as f64) / self.waiting as f64
@@ -312,7 +336,28 @@ fn main() {
     } else {
         None
     };
-    let report = report(&opts, &results, memory.as_ref());
+    let mut backlogs = Vec::new();
+    if !opts.backlog.is_empty() {
+        for &mode in opts.modes.iter().filter(|m| **m != Mode::Direct) {
+            eprintln!("== backlog, {} ==", mode.name());
+            match backlog::run(&opts, mode) {
+                Ok(mut b) => backlogs.append(&mut b),
+                Err(e) => {
+                    eprintln!("   failed: {e}");
+                    backlogs.push(backlog::Backlog {
+                        mode: mode.name(),
+                        error: Some(e),
+                        ..backlog::Backlog::default()
+                    });
+                }
+            }
+        }
+    }
+    let mut report = report(&opts, &results, memory.as_ref());
+    if !backlogs.is_empty() {
+        report.push_str(&backlog::report(&backlogs));
+        report.push_str(&backlog_targets(&backlogs));
+    }
     println!("{report}");
     if let Some(path) = &opts.csv {
         let csv = csv(&results, memory.as_ref());
@@ -375,6 +420,11 @@ fn plot(results: &[Measure], path: &std::path::Path) -> Result<(), String> {
 
 /// The pancake module's load arguments for `mode`.
 fn load_pancake(pod: &Pod, fluxion: Option<&str>) -> Result<(), String> {
+    load_pancake_with(pod, fluxion, &[])
+}
+
+/// [`load_pancake`] with more module options.
+fn load_pancake_with(pod: &Pod, fluxion: Option<&str>, more: &[&str]) -> Result<(), String> {
     let (module, plugin) = pod.install_pancake()?;
     let q = &pod.queue;
     q.run(&["jobtap", "load", &plugin.to_string_lossy(), "role=queue"])?;
@@ -387,6 +437,7 @@ fn load_pancake(pod: &Pod, fluxion: Option<&str>) -> Result<(), String> {
         fx = format!("fluxion={uri}");
         args.push(&fx);
     }
+    args.extend_from_slice(more);
     q.run(&args).map(|_| ())
 }
 
@@ -919,24 +970,35 @@ fn heap_bytes(c: &Client) -> u64 {
     status(c)["heap_bytes"].as_u64().unwrap_or(0)
 }
 
-/// Weigh the module with `--waiting` held container jobs.
+/// Weigh the module with `--waiting` waiting container jobs.
 ///
 /// No `pancake.status` or `flux module stats` figure gives the module's
 /// memory, and unloading it gives nothing back to the kernel (glibc keeps
 /// the freed heap), so the queue broker's VmRSS is read around the module's
-/// arrival instead: with the queue plugin loaded and told the containers
-/// (as the module does), but the module removed, the held container jobs
-/// are admitted and wait in DEPEND exactly as with the module; loading the
-/// module then takes every one of them up from the job-manager's journal
-/// backlog (J lookup, parse, dispatcher entry), and the RSS it adds is its
-/// memory for them (plus its own base size).
+/// arrival instead: one container job holds every core, the module is
+/// removed (the queue broker then has no scheduler), and `--waiting`
+/// container jobs are submitted: they wait in SCHED, offered to nobody.
+/// Loading the module then takes the running job back from the journal
+/// backlog, and the job-manager offers it every waiting job (`sched.alloc`,
+/// unlimited mode): the RSS that adds is the module's memory for them (its
+/// held requests and dispatcher entries, plus its own base size), and its
+/// heap is read from `heap_bytes`.
 fn memory(opts: &Opts) -> Result<Memory, String> {
     let pod = Pod::start(PodSpec::default())?;
     load_pancake(&pod, None)?;
     let c = Client::connect(&[("queue".to_string(), pod.queue.uri.clone())])?;
     wait_connected(&c, pod.apps.len())?;
     let qpid = pod.queue.broker_pid()?;
-    let container_js = dry_run(&pod, &["--setattr=container=lammps"])?;
+    // Every core held, for as long as the measure takes.
+    pod.queue.run(&[
+        "submit",
+        "--setattr=container=lammps",
+        "-N4",
+        "--exclusive",
+        "sleep",
+        "inf",
+    ])?;
+    let container_js = dry_run(&pod, &["--setattr=container=ior"])?;
     let mut m = Memory {
         waiting: opts.waiting,
         jobspec_bytes: container_js.len(),
@@ -955,12 +1017,12 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
         },
         max_in_flight: usize::MAX,
         pipeline: opts.pipeline,
-        urgency: 0,
+        urgency: 16,
         stall_timeout: opts.stall,
         done_on_submit: true,
     });
     if let Some(e) = r.error {
-        return Err(format!("submitting held container jobs: {e}"));
+        return Err(format!("submitting waiting container jobs: {e}"));
     }
     quiesce(qpid, None);
     m.rss_jobs = procstat::rss_kib(qpid);
@@ -985,15 +1047,26 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
             )
         })?;
     wait_connected(&c, pod.apps.len())?;
+    let stats = |c: &Client| -> Value {
+        c.rpc(0, "pancake.stats-get", "{}")
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stats(&c)["waiting"].as_u64().unwrap_or(0) < opts.waiting as u64 {
+        if Instant::now() > deadline {
+            return Err(format!("pancake never had {} jobs waiting", opts.waiting));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     quiesce(qpid, Some("pancake"));
     quiesce(qpid, None);
     m.rss_module = procstat::rss_kib(qpid);
-    // Asked only now: the answer (every job) is big and would weigh too.
-    let st = status(&c);
-    m.tracked = st["jobs"].as_array().map(Vec::len).unwrap_or(0);
+    let st = stats(&c);
+    m.tracked = st["waiting"].as_u64().unwrap_or(0) as usize;
     m.heap_jobs = st["heap_bytes"].as_u64().unwrap_or(0);
     eprintln!(
-        "   RSS {} KiB idle (plugin, no module) → {} KiB with {} held container jobs → {} KiB after loading pancake ({} tracked); module heap {} KiB with no job, {} KiB with them",
+        "   RSS {} KiB idle (no scheduler) → {} KiB with {} waiting container jobs → {} KiB after loading pancake ({} waiting in it); module heap {} KiB with one job, {} KiB with them",
         m.rss_idle,
         m.rss_jobs,
         opts.waiting,
@@ -1002,6 +1075,7 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
         m.heap_base / 1024,
         m.heap_jobs / 1024
     );
+    let _ = pod.queue.run(&["cancel", "--all"]);
     drop(c);
     if let Err(e) = pod.shutdown() {
         eprintln!("   pod shutdown failed: {e}");
@@ -1221,8 +1295,8 @@ fn report(opts: &Opts, results: &[Measure], mem: Option<&Memory>) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "queue broker (rank 0) VmRSS: {} KiB with the queue plugin and no module → {} KiB with {} held container jobs (jobspec {} bytes, environment included) → {} KiB after `flux module load pancake` took them up ({} tracked; load {}).\n\n\
-                     * the broker without the module, per held container job (job-manager, KVS, content cache, plugin): {:.2} KiB\n\
+                    "queue broker (rank 0) VmRSS: {} KiB with the queue plugin, one job holding every core and no module (no scheduler) → {} KiB with {} waiting container jobs (jobspec {} bytes, environment included) → {} KiB after `flux module load pancake` was offered them ({} waiting in it; load {}).\n\n\
+                     * the broker without the module, per waiting container job (job-manager, KVS, content cache, plugin): {:.2} KiB\n\
                      * the broker's VmRSS that loading the module added, per waiting job: {:.2} KiB (the module's base size and what libflux holds for it included)\n\
                      * **the module's own heap, per waiting job: {:.2} KiB** ({} KiB loaded with no job → {} KiB with them; `heap_bytes` in `pancake.status`)",
                     mem.rss_idle,
@@ -1318,6 +1392,28 @@ fn targets(results: &[Measure], mem: Option<&Memory>) -> String {
         " KiB",
         &|v| v <= 2.0,
     );
+    s
+}
+
+/// The backlog targets of issue #10 against this run's numbers.
+fn backlog_targets(results: &[backlog::Backlog]) -> String {
+    let mut s =
+        String::from("\n## Targets (issue #10)\n\n| target | measured | met |\n|---|---:|---|\n");
+    for mode in ["pancake", "pancake+grpc"] {
+        let Some((b, ratio, calls)) = backlog::worst(results, mode) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| small-job submit→start p50 with {b} waiting ≤ 1.5 × empty queue ({mode}) | {ratio:.2}× | {} |",
+            if ratio <= 1.5 { "yes" } else { "no" }
+        );
+        let _ = writeln!(
+            s,
+            "| fluxion calls per small job with {b} waiting ≤ 64 ({mode}) | {calls:.1} | {} |",
+            if calls <= 64.0 { "yes" } else { "no" }
+        );
+    }
     s
 }
 

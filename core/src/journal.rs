@@ -252,7 +252,11 @@ mod tests {
         assert!(p.allocated && p.started);
         more.push(ev(8.0, "free"));
         assert!(!prior(&more, None).allocated, "a freed job holds no R");
-        assert_eq!(prior(&e.events[..1], None), Prior::default(), "never matched");
+        assert_eq!(
+            prior(&e.events[..1], None),
+            Prior::default(),
+            "never matched"
+        );
         // A job without a container: its memo has no R, the backlog's R is used.
         let local = parse(
             r#"{"id":10,"events":[{"timestamp":1,"name":"memo","context":{"fluxion_id":2}},

@@ -96,7 +96,9 @@ pub fn parse_fsd(v: &str) -> Option<f64> {
 fn parse_depth(key: &str, v: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n) if (1..=100_000).contains(&n) => Ok(n),
-        _ => Err(format!("{key}={v}: expected a whole number from 1 to 100000")),
+        _ => Err(format!(
+            "{key}={v}: expected a whole number from 1 to 100000"
+        )),
     }
 }
 
@@ -142,9 +144,10 @@ impl Options {
                 Ok(())
             }
             "queue-policy" => {
-                self.queue_policy = crate::dispatch::QueuePolicy::parse(value).ok_or_else(
-                    || format!("queue-policy={value}: expected fcfs, easy or conservative"),
-                )?;
+                self.queue_policy =
+                    crate::dispatch::QueuePolicy::parse(value).ok_or_else(|| {
+                        format!("queue-policy={value}: expected fcfs, easy or conservative")
+                    })?;
                 Ok(())
             }
             "queue-depth" => {
@@ -368,7 +371,12 @@ mod tests {
         let d = Options::default();
         assert_eq!((d.queue_depth, d.refuse_local), (32, false));
         assert_eq!(d.sched_params().reservations(), 0, "fcfs reserves nothing");
-        for bad in ["queue-depth=0", "queue-depth=x", "reservation-depth=-1", "local-jobs=maybe"] {
+        for bad in [
+            "queue-depth=0",
+            "queue-depth=x",
+            "reservation-depth=-1",
+            "local-jobs=maybe",
+        ] {
             assert!(Options::parse(&args(&[bad])).is_err(), "{bad}");
         }
         let mut o = Options::default();

@@ -108,6 +108,9 @@ struct Status {
     fluxion: FluxionInfo,
     #[serde(default)]
     containers: Vec<ContainerInfo>,
+    /// The queue broker itself (jobs without a container run there).
+    #[serde(default)]
+    local: Option<ContainerInfo>,
     #[serde(default)]
     jobs: Vec<JobInfo>,
     #[serde(default)]
@@ -141,10 +144,17 @@ struct ContainerInfo {
     running: u64,
 }
 
+/// How `flux pancake` names the queue broker itself, where jobs without a
+/// container run (the module reports them with an empty container).
+pub const QUEUE_BROKER: &str = "(queue)";
+
 #[derive(Debug, Deserialize)]
 struct JobInfo {
     id: u64,
     container: String,
+    /// Why it waits (`sched.reason_pending`), while it does.
+    #[serde(default)]
+    reason: Option<String>,
     #[serde(default)]
     phase: String,
     #[serde(default)]
@@ -167,6 +177,11 @@ fn parse(v: &Value) -> Result<Status, ShowError> {
         .map_err(|e| ShowError(format!("unexpected pancake.status answer: {e}")))?;
     // Submission order, like `flux jobs` (ids grow with submit time).
     st.jobs.sort_by_key(|j| j.id);
+    for j in &mut st.jobs {
+        if j.container.is_empty() {
+            j.container = QUEUE_BROKER.to_string();
+        }
+    }
     Ok(st)
 }
 
@@ -289,7 +304,7 @@ pub fn status(v: &Value, style: &Style) -> Result<String, ShowError> {
             ("RUNNING", true),
             ("URI", false),
         ]);
-        for c in &st.containers {
+        for c in st.containers.iter().chain(&st.local) {
             t.rows.push(vec![
                 c.name.clone(),
                 c.state.clone(),
@@ -308,7 +323,7 @@ pub fn status(v: &Value, style: &Style) -> Result<String, ShowError> {
                 // (A cell holding a newline adds a line: no container for it.)
                 let state = i
                     .checked_sub(1)
-                    .and_then(|k| st.containers.get(k))
+                    .and_then(|k| st.containers.iter().chain(&st.local).nth(k))
                     .map(|c| c.state.as_str());
                 let code = match state {
                     Some("connected") => "32",
@@ -335,7 +350,7 @@ pub fn status(v: &Value, style: &Style) -> Result<String, ShowError> {
         } else {
             out.push_str(&table);
         }
-        for c in &st.containers {
+        for c in st.containers.iter().chain(&st.local) {
             if let Some(r) = &c.reason {
                 let _ = writeln!(out, "{} {}: {r}", c.name, c.state);
             }
@@ -346,11 +361,13 @@ pub fn status(v: &Value, style: &Style) -> Result<String, ShowError> {
     let waiting = st
         .containers
         .iter()
+        .chain(&st.local)
         .map(|c| c.waiting)
         .fold(0u64, u64::saturating_add);
     let running = st
         .containers
         .iter()
+        .chain(&st.local)
         .map(|c| c.running)
         .fold(0u64, u64::saturating_add);
     let _ = writeln!(out, "jobs: {waiting} waiting, {running} running");
@@ -718,7 +735,9 @@ pub fn map_json(v: &Value) -> Result<Value, ShowError> {
     Ok(json!({ "containers": containers, "ranks": ranks, "warnings": l.stray }))
 }
 
-/// `flux pancake jobs`: one line per container job, in submission order.
+/// `flux pancake jobs`: one line per job pancake schedules (container jobs,
+/// and jobs running on the queue broker itself), in submission order, with
+/// why it waits if it does.
 pub fn jobs(v: &Value, style: &Style) -> Result<String, ShowError> {
     let st = parse(v)?;
     let mut t = Table::new(&[
@@ -729,6 +748,7 @@ pub fn jobs(v: &Value, style: &Style) -> Result<String, ShowError> {
         ("STATE", false),
         ("NCORES", true),
         ("NODELIST", false),
+        ("REASON", false),
     ]);
     let dash = || "-".to_string();
     for j in &st.jobs {
@@ -744,6 +764,7 @@ pub fn jobs(v: &Value, style: &Style) -> Result<String, ShowError> {
                 .map(|r| r.execution.nodelist.join(","))
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(dash),
+            j.reason.clone().unwrap_or_default(),
         ]);
     }
     let mut out = String::new();
@@ -1169,6 +1190,19 @@ mod tests {
         assert!(text.contains("chatterbug lost: connection reset"), "{text}");
         assert!(text.contains("jobs: 2 waiting, 1 running"), "{text}");
         assert!(text.contains("granted 3"), "{text}");
+        // The queue broker's own jobs (no container) have a row, counted.
+        let mut with_local = v.clone();
+        with_local["local"] = json!({"name": QUEUE_BROKER, "state": "local", "uri": "local:///q",
+                                     "waiting": 4, "running": 1});
+        let text = status(&with_local, &Style::plain()).unwrap();
+        let local: Vec<&str> = text
+            .lines()
+            .find(|l| l.starts_with(QUEUE_BROKER))
+            .unwrap_or_else(|| panic!("no queue row:\n{text}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(local[1..], ["local", "no", "4", "1", "local:///q"]);
+        assert!(text.contains("jobs: 6 waiting, 2 running"), "{text}");
         let header = text.lines().nth(2).unwrap();
         assert_eq!(
             header.split_whitespace().collect::<Vec<_>>(),
@@ -1197,8 +1231,20 @@ mod tests {
 
     #[test]
     fn jobs_table_and_json() {
+        let mut waiting = job(20, "ior", "waiting", None, None, None);
+        waiting["reason"] = json!("container ior is not connected");
+        let mut local = job(
+            30,
+            "",
+            "running",
+            Some(8),
+            None,
+            Some(r(&[(1, "2", "")], Some("n1"))),
+        );
+        local["reason"] = Value::Null;
         let list = vec![
-            job(20, "ior", "waiting", None, None, None),
+            waiting,
+            local,
             job(
                 10,
                 "lammps",
@@ -1227,18 +1273,41 @@ mod tests {
                 "FLUXID",
                 "STATE",
                 "NCORES",
-                "NODELIST"
+                "NODELIST",
+                "REASON"
             ]
         );
-        // Submission order, ids through the style, dashes for what is not there yet.
+        // Submission order, ids through the style, dashes for what is not
+        // there yet, and why a job waits.
         assert_eq!(
             lines[1],
             ["f10", "lammps", "f99", "7", "RUNNING", "6", "n[0-1]"]
         );
-        assert_eq!(lines[2], ["f20", "ior", "-", "-", "WAITING", "-", "-"]);
-        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[2],
+            [
+                "f20",
+                "ior",
+                "-",
+                "-",
+                "WAITING",
+                "-",
+                "-",
+                "container",
+                "ior",
+                "is",
+                "not",
+                "connected"
+            ]
+        );
+        // A job without a container runs on the queue broker.
+        assert_eq!(
+            lines[3],
+            ["f30", QUEUE_BROKER, "-", "8", "RUNNING", "1", "n1"]
+        );
+        assert_eq!(lines.len(), 4);
         let j = jobs_json(&v).unwrap();
-        assert_eq!(j["jobs"][0], v["jobs"][1]);
+        assert_eq!(j["jobs"][0], v["jobs"][2]);
         assert_eq!(j["jobs"][1], v["jobs"][0]);
         // Empty: the header only.
         let e = jobs(&status_with(vec![], graph(1, 1)), &Style::plain()).unwrap();

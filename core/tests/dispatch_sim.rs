@@ -930,8 +930,9 @@ impl Sim {
             // The queue job runs exactly while its application job does.
             let app = self.apps.values().find(|a| a.queue_id == id);
             if !app.is_some_and(|a| a.started) {
-                self.violations
-                    .push(format!("job {id}: queue job allocated before its app job started"));
+                self.violations.push(format!(
+                    "job {id}: queue job allocated before its app job started"
+                ));
             }
             assert_eq!(
                 r.execution.expiration, 0.0,
@@ -1292,9 +1293,7 @@ fn refused_submit_fails_the_job_and_frees_once() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 6);
     s.refuse.push("chatterbug".into());
     s.submit(1, "chatterbug", &one_core());
-    assert!(
-        matches!(&s.q[&1].outcome, Some(Outcome::Exception { kind, .. }) if kind == "pancake")
-    );
+    assert!(matches!(&s.q[&1].outcome, Some(Outcome::Exception { kind, .. }) if kind == "pancake"));
     s.check_end();
 }
 
@@ -1311,7 +1310,10 @@ fn held_jobs_and_down_containers_wait() {
     // Hold 3 before it is offered: it never reaches pancake.
     s.submit_full(3, "lammps", &one_core(), "", 16, &[1]);
     s.hold(3, true);
-    assert!(s.d.job(1).unwrap().app_id.is_none(), "container down: waits");
+    assert!(
+        s.d.job(1).unwrap().app_id.is_none(),
+        "container down: waits"
+    );
     assert!(s.d.job(3).is_none(), "depends and held: not offered");
     s.feed(Event::ContainerUp {
         container: "ior".into(),
@@ -1344,7 +1346,10 @@ fn a_hold_withdraws_a_waiting_job() {
     s.step_apps(true); // cores free: 5 is held, nothing asks for it
     assert!(!s.apps.values().any(|a| a.queue_id == 5));
     s.hold(5, false);
-    assert!(s.apps.values().any(|a| a.queue_id == 5), "released: it runs");
+    assert!(
+        s.apps.values().any(|a| a.queue_id == 5),
+        "released: it runs"
+    );
     s.check_end();
 }
 
@@ -1389,12 +1394,28 @@ fn conservative_reserves_for_more_than_the_head() {
     for policy in [QueuePolicy::Conservative, QueuePolicy::Easy] {
         let mut s = Sim::new(policy, 9);
         // Three of four nodes until t+100; the fourth is free.
-        s.submit(1, "lammps", &Request::nodes(3, Some(30), false).with_duration(100));
+        s.submit(
+            1,
+            "lammps",
+            &Request::nodes(3, Some(30), false).with_duration(100),
+        );
         // Two nodes: reserved at t+100. The whole cluster: at t+200.
-        s.submit(2, "lammps", &Request::nodes(2, Some(20), false).with_duration(100));
-        s.submit(3, "lammps", &Request::nodes(4, Some(40), false).with_duration(100));
+        s.submit(
+            2,
+            "lammps",
+            &Request::nodes(2, Some(20), false).with_duration(100),
+        );
+        s.submit(
+            3,
+            "lammps",
+            &Request::nodes(4, Some(40), false).with_duration(100),
+        );
         // One node for 250 s: it would delay job 3, not job 2.
-        s.submit(4, "lammps", &Request::nodes(1, Some(10), false).with_duration(250));
+        s.submit(
+            4,
+            "lammps",
+            &Request::nodes(1, Some(10), false).with_duration(250),
+        );
         for id in [2, 3] {
             assert!(s.d.job(id).unwrap().app_id.is_none(), "{id} waits");
         }
@@ -1460,7 +1481,11 @@ fn named_queues_are_independent() {
     s.submit_full(7, "ior", &one_core(), "batch", 16, &[]);
     s.submit_full(8, "ior", &one_core(), "debug", 16, &[]);
     assert!(s.d.job(7).unwrap().app_id.is_none(), "behind batch's head");
-    assert!(reason(&s, 7).contains("behind a higher-priority job"), "{}", reason(&s, 7));
+    assert!(
+        reason(&s, 7).contains("behind a higher-priority job"),
+        "{}",
+        reason(&s, 7)
+    );
     assert!(s.d.job(8).unwrap().app_id.is_some(), "debug is not blocked");
     s.check_end();
 }
@@ -1490,9 +1515,7 @@ fn jobs_without_a_container_can_be_refused() {
     let mut s = Sim::new(QueuePolicy::Fcfs, 13);
     s.d.set_local_refused(true);
     s.submit(1, "", &one_core());
-    assert!(
-        matches!(&s.q[&1].outcome, Some(Outcome::Exception { kind, .. }) if kind == "alloc")
-    );
+    assert!(matches!(&s.q[&1].outcome, Some(Outcome::Exception { kind, .. }) if kind == "alloc"));
     s.check_end();
 }
 
@@ -1651,8 +1674,7 @@ fn reloads_against_a_fluxion_without_restore_never_share_a_core() {
 
 /// One job, offered, with its container up: what the dispatcher asks.
 fn offered(d: &mut Dispatcher, id: JobId, req: &Request) -> Vec<Action> {
-    let mut js: serde_json::Value =
-        serde_json::from_str(&req.to_jobspec_json(&["true"])).unwrap();
+    let mut js: serde_json::Value = serde_json::from_str(&req.to_jobspec_json(&["true"])).unwrap();
     js["attributes"]["system"]["container"] = "c".into();
     d.handle(
         0.0,
@@ -1895,7 +1917,10 @@ fn a_draining_queue_answers_forwarded_jobs_at_once() {
     s.submit(1, "lammps", &one_core()); // forwarded, not started
     assert!(s.apps.values().any(|a| a.queue_id == 1));
     s.stop_queue(""); // the cleanup's queue stop may come before the drain
-    assert!(s.q[&1].pending, "outside a drain the forwarded job's request stands");
+    assert!(
+        s.q[&1].pending,
+        "outside a drain the forwarded job's request stands"
+    );
     s.feed(Event::Drain);
     assert!(!s.q[&1].pending, "answered at the drain");
     s.step_apps(true); // the application job starts
@@ -1929,9 +1954,17 @@ fn submissions_behind_a_blocked_head_ask_fluxion_nothing() {
 fn a_long_backlog_costs_a_bounded_number_of_fluxion_calls_per_job() {
     for backlog in [100u64, 2000] {
         let mut s = Sim::new(QueuePolicy::Easy, 16);
-        s.submit(1, "lammps", &Request::nodes(3, Some(30), false).with_duration(3600));
+        s.submit(
+            1,
+            "lammps",
+            &Request::nodes(3, Some(30), false).with_duration(3600),
+        );
         for id in 2..2 + backlog {
-            s.submit(id, "ior", &Request::nodes(4, Some(40), false).with_duration(600));
+            s.submit(
+                id,
+                "ior",
+                &Request::nodes(4, Some(40), false).with_duration(600),
+            );
         }
         s.step_apps(true); // job 1 starts
         let before = s.d.stats().matches;
@@ -1945,7 +1978,11 @@ fn a_long_backlog_costs_a_bounded_number_of_fluxion_calls_per_job() {
             );
             // It runs and ends: cores are freed, a new pass starts.
             for _ in 0..3 {
-                let a = s.apps.iter().find(|(_, a)| a.queue_id == id).map(|(k, _)| *k);
+                let a = s
+                    .apps
+                    .iter()
+                    .find(|(_, a)| a.queue_id == id)
+                    .map(|(k, _)| *k);
                 let a = a.unwrap();
                 let st = s.apps[&a].clone();
                 if !st.started {
@@ -1983,7 +2020,11 @@ fn a_pass_asks_at_most_queue_depth_jobs() {
     let mut params = SchedParams::new(QueuePolicy::Easy);
     params.queue_depth = 8;
     let mut s = Sim::with_params(params, 18);
-    s.submit(1, "lammps", &Request::nodes(4, Some(40), false).with_duration(3600));
+    s.submit(
+        1,
+        "lammps",
+        &Request::nodes(4, Some(40), false).with_duration(3600),
+    );
     s.step_apps(true); // the cluster is full
     // A new pass (a change that could let jobs go), with nothing started.
     s.feed(Event::ContainerUp {

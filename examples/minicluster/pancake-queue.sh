@@ -8,11 +8,15 @@
 #
 #   1. copies pancake from the image into the shared view, where the
 #      application containers' brokers can open the plugin too;
-#   2. loads the jobtap plugin:  flux jobtap load .../pancake-bypass.so role=queue
-#   3. loads the module:         flux module load .../pancake.so fluxion=... view=...
+#   2. removes the broker's own scheduler (sched-simple, or Fluxion's
+#      sched-fluxion-* modules): pancake is this broker's scheduler, and a
+#      broker has one (start the broker with FLUX_SCHED_MODULE=none in its
+#      environment and there is nothing to remove);
+#   3. loads the jobtap plugin:  flux jobtap load .../pancake-bypass.so role=queue
+#   4. loads the module:         flux module load .../pancake.so fluxion=... view=...
 #      (the module loads pancake-bypass role=app into every application
 #      broker it finds in the view);
-#   4. runs its arguments, if any, else sleeps forever: the queue instance
+#   5. runs its arguments, if any, else sleeps forever: the queue instance
 #      lives as long as its initial program.
 #
 # Settings (environment; the defaults suit minicluster.yaml):
@@ -49,6 +53,12 @@ batch=${PANCAKE_INGEST_BATCH_COUNT-1}
 if [ -n "$batch" ]; then
     flux module reload job-ingest "batch-count=$batch"
 fi
+
+# pancake is the queue broker's scheduler: the one rc1 loaded goes first
+# (users have submitted nothing yet: this is the broker's initial program).
+for m in sched-simple sched-fluxion-qmanager sched-fluxion-resource; do
+    flux module remove -f "$m" 2>/dev/null || true
+done
 
 flux jobtap load "$dst/pancake-bypass.so" role=queue
 # PANCAKE_OPTIONS is a list of words: leave it unquoted.

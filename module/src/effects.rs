@@ -114,11 +114,9 @@ pub(crate) fn perform(p: &Shared, action: Action) {
                 });
             });
         }
-        Action::AllocSuccess {
-            id,
-            r,
-            annotations,
-        } => crate::sched::alloc_success(p, id, r, annotations),
+        Action::AllocSuccess { id, r, annotations } => {
+            crate::sched::alloc_success(p, id, r, annotations)
+        }
         Action::AllocDeny { id, note } => crate::sched::alloc_deny(p, id, &note),
         Action::AllocCancel { id } => crate::sched::alloc_cancel(p, id),
         Action::Annotate { id, annotations } => crate::sched::annotate(p, id, annotations),

@@ -279,8 +279,13 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
         // `flux module stats pancake` shows these counters.
         .request("stats-get", Role::User, move |h, msg| {
             let st = s_stats.borrow();
-            let reply =
-                json!({ "stats": st.d.stats(), "containers": st.containers.iter().count() });
+            let reply = json!({
+                "stats": st.d.stats(),
+                "containers": st.containers.iter().count(),
+                "waiting": st.d.waiting(),
+                "alloc_requests": st.allocs.len(),
+                "heap_bytes": flux::heap::live(),
+            });
             let _ = h.respond_json(msg, &reply);
         })
         .request("status", Role::Owner, move |h, msg| {
@@ -359,6 +364,17 @@ fn status(p: &Shared) -> serde_json::Value {
     let mut st = p.borrow_mut();
     st.requests += 1;
     let counts = st.d.counts();
+    let (local_waiting, local_running) = counts.get("").copied().unwrap_or((0, 0));
+    let queue_row = json!({
+        "name": pancake_core::show::QUEUE_BROKER,
+        "uri": st.h.attr_get("local-uri").unwrap_or_default(),
+        // Jobs without a container run here, or are refused.
+        "state": if st.options.refuse_local { "refused" } else { "local" },
+        "reason": st.options.refuse_local.then_some("local-jobs=refuse: jobs without a container are refused"),
+        "strict": false,
+        "waiting": local_waiting,
+        "running": local_running,
+    });
     let containers: Vec<_> = st
         .containers
         .iter()
@@ -411,6 +427,8 @@ fn status(p: &Shared) -> serde_json::Value {
             },
         },
         "containers": containers,
+        // The queue broker itself, where jobs without a container run.
+        "local": queue_row,
         "jobs": jobs,
         // The R Fluxion's graph was built from (every connected container
         // agrees with it): the nodes and cores `flux pancake map` draws.

@@ -65,7 +65,10 @@ pub(crate) fn register_services(h: &HandleRef) -> flux::Result<()> {
                      FLUX_SCHED_MODULE=none in its environment"
                 )
             } else {
-                format!("pancake: cannot register the {service} service: {}", e.message())
+                format!(
+                    "pancake: cannot register the {service} service: {}",
+                    e.message()
+                )
             };
             return Err(flux::Error::new(e.errno, why));
         }
@@ -273,7 +276,11 @@ pub(crate) fn alloc_success(p: &Shared, id: JobId, r: Rv1, annotations: Option<V
                 }
             });
             if let Err(e) = spawned {
-                log(p, Level::Err, &format!("{}: R commit: {e}", flux::job::id_f58(id)));
+                log(
+                    p,
+                    Level::Err,
+                    &format!("{}: R commit: {e}", flux::job::id_f58(id)),
+                );
             }
         }
         Err(e) => done(p, Err(e)),

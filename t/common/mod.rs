@@ -161,10 +161,13 @@ pub fn job_field(b: &pancake_pod::Broker, id: &str, fmt: &str) -> String {
 }
 
 /// One application job's record: its R by rank, and when it held it.
+#[derive(Debug, Clone)]
 pub struct AppRecord {
     pub container: String,
     pub id: String,
     pub held: Vec<(u32, IdSet, IdSet)>,
+    /// When it was submitted to its broker (forwarded, for a container job).
+    pub t_submit: f64,
     pub t_run: f64,
     pub t_end: f64,
     pub outcome: String,
@@ -173,6 +176,9 @@ pub struct AppRecord {
     /// not by application job id: a restarted (stateless) application
     /// broker hands out the same ids again.
     pub queue_id: Option<u64>,
+    /// Its `attributes.system.container` (on the queue broker: a container
+    /// job's mirror, which holds no cores there).
+    pub container_attr: Option<String>,
 }
 
 /// Every job an application broker ran, with the cores and GPUs it held.
@@ -184,7 +190,7 @@ pub fn app_records(b: &Broker) -> Vec<AppRecord> {
             // Every job, not flux jobs' default 1000 (the soak runs more).
             "--count=0",
             "-no",
-            "{id}|{t_run}|{t_cleanup}|{result}|{returncode}|{waitstatus}",
+            "{id}|{t_run}|{t_cleanup}|{result}|{returncode}|{waitstatus}|{t_submit}",
         ])
         .unwrap();
     let mut out = Vec::new();
@@ -199,11 +205,17 @@ pub fn app_records(b: &Broker) -> Vec<AppRecord> {
             continue; // never ran: never held anything
         }
         let r = Rv1::parse(&b.run(&["job", "info", id, "R"]).unwrap()).unwrap();
-        let queue_id = serde_json::from_str::<serde_json::Value>(
+        let js = serde_json::from_str::<serde_json::Value>(
             &b.run(&["job", "info", id, "jobspec"]).unwrap_or_default(),
         )
-        .ok()
-        .and_then(|js| js.pointer("/attributes/user/pancake/queue_id")?.as_u64());
+        .ok();
+        let queue_id = js
+            .as_ref()
+            .and_then(|js| js.pointer("/attributes/user/pancake/queue_id")?.as_u64());
+        let container_attr = js
+            .as_ref()
+            .and_then(|js| js.pointer("/attributes/system/container")?.as_str())
+            .map(str::to_string);
         let held = r
             .rank_map()
             .unwrap()
@@ -216,11 +228,37 @@ pub fn app_records(b: &Broker) -> Vec<AppRecord> {
             held,
             t_run,
             t_end,
-            outcome: w[3..].join("|"),
+            t_submit: w[6].parse().unwrap_or(0.0),
+            outcome: w[3..6].join("|"),
             queue_id,
+            container_attr,
         });
     }
     out
+}
+
+/// The jobs the queue broker ran itself (jobs without a container), with
+/// the cores they held: a container job's queue-side copy of its R is only
+/// a mirror, and is left out.
+pub fn local_records(q: &Broker) -> Vec<AppRecord> {
+    app_records(q)
+        .into_iter()
+        .filter(|r| r.container_attr.is_none())
+        .collect()
+}
+
+/// Poll `done` every 100 ms until it holds, for `secs` at most (the test
+/// fails then, with `b`'s log).
+pub fn wait_until(b: &Broker, what: &str, secs: f64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after {secs} s\n{}",
+            dmesg(b)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Pairs of jobs (any brokers) that held one core or GPU at the same time.

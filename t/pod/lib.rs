@@ -71,6 +71,8 @@ pub struct PodSpec {
     /// What the queue instance keeps across [`Pod::stop_queue`] and
     /// [`Pod::start_queue`] (opt-in; by default it keeps nothing).
     pub queue_state: QueueState,
+    /// More TOML for the queue broker's config (e.g. named `[queues.*]`).
+    pub queue_config: String,
 }
 
 /// What the queue instance (index 0) keeps when it is stopped and started
@@ -123,6 +125,7 @@ impl Default for PodSpec {
             queue_size: 4,
             hostname: "flux-sample".into(),
             queue_state: QueueState::Ephemeral,
+            queue_config: String::new(),
         }
     }
 }
@@ -321,6 +324,7 @@ impl Pod {
             // batching for 10 ms, as examples/minicluster/pancake-queue.sh
             // sets it: a container job reaches pancake one batch sooner.
             toml.push_str("\n[ingest]\nbatch-count = 1\n");
+            toml.push_str(&self.spec.queue_config);
         }
         fs::write(conf_dir.join("broker.toml"), toml).map_err(|e| e.to_string())?;
         fs::write(self.root.join(format!("etc/flux/meta/{index}-{name}")), "")

@@ -180,7 +180,6 @@ pub(crate) fn describe_status(status: i32) -> String {
     }
 }
 
-
 /// The union of several Rs (ranks merged, cores and GPUs united), for what
 /// `sched.resource-status` reports as allocated. Rs that do not parse are
 /// skipped.

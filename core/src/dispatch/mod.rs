@@ -34,7 +34,7 @@
 
 pub mod grant;
 mod mirror;
-mod queue;
+pub mod queue;
 mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet};

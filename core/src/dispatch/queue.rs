@@ -324,8 +324,8 @@ impl Dispatcher {
     /// without a container accepted, not larger than the graph. The error
     /// is the note of a denial (or a `feasibility.check` refusal).
     pub fn check_request(&self, jobspec: &str) -> Result<(Value, Request), String> {
-        let value: Value = serde_json::from_str(jobspec)
-            .map_err(|e| format!("pancake: invalid jobspec: {e}"))?;
+        let value: Value =
+            serde_json::from_str(jobspec).map_err(|e| format!("pancake: invalid jobspec: {e}"))?;
         let request = fluxion::Jobspec::from_value(&value)
             .map_err(|e| format!("pancake: invalid jobspec: {e}"))?
             .request;
@@ -476,9 +476,10 @@ impl Dispatcher {
         if !j.is_local() {
             qr.execution.expiration = 0.0;
         }
-        let annotations = j.reason.take().map(|_| {
-            json!({ "sched": { "reason_pending": null, "t_estimate": null } })
-        });
+        let annotations = j
+            .reason
+            .take()
+            .map(|_| json!({ "sched": { "reason_pending": null, "t_estimate": null } }));
         j.alloc = AllocState::Answered;
         j.queue_r = true;
         out.push(Action::AllocSuccess {
