@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{dmesg, pancake_pod, submit, wait_clean};
+use common::{dmesg, job_field, pancake_pod, submit, wait_clean};
 use fluxion::IdSet;
 use pancake_pod::{Broker, Pod, PodSpec, lib_dir};
 use serde_json::Value;
@@ -289,7 +289,8 @@ fn status_map_jobs_and_errors() {
             "FLUXID",
             "STATE",
             "NCORES",
-            "NODELIST"
+            "NODELIST",
+            "REASON"
         ]
     );
     assert_eq!(lines.len(), 5, "{text}");
@@ -316,6 +317,13 @@ fn status_map_jobs_and_errors() {
     assert_eq!(row(&lammps)[5], "8");
     assert_eq!(row(&chatter)[5], "2");
     assert_eq!(row(&waiter)[4], "WAITING");
+    // ... and says why, as its queue job's sched.reason_pending does.
+    assert_eq!(
+        row(&waiter)[7..].join(" "),
+        job_field(q, &waiter, "{annotations.sched.reason_pending}"),
+        "{text}"
+    );
+    assert_eq!(row(&waiter)[7..].join(" "), "insufficient resources");
 
     // status counts them per container.
     let text = pancake(&pod, &["status"]);

@@ -305,8 +305,30 @@ pub fn all() -> Vec<Target> {
             about: "Dispatcher::handle fed arbitrary event sequences (an embedded Fluxion answers some of its requests)",
             multi: true,
             tokens: &[
-                "e", "id", "c", "js", "prio", "t", "urg", "prior", "f", "ok", "err", "r", "app",
-                "q", "ev", "status", "kind", "sev", "note", "dt", "reserved", "released",
+                "e",
+                "id",
+                "c",
+                "js",
+                "prio",
+                "t",
+                "urg",
+                "prior",
+                "f",
+                "ok",
+                "err",
+                "r",
+                "app",
+                "q",
+                "ev",
+                "status",
+                "kind",
+                "sev",
+                "note",
+                "dt",
+                "reserved",
+                "allocated",
+                "last",
+                "held",
                 "started",
             ],
             seeds: seeds_dispatch,
@@ -1057,7 +1079,7 @@ fn run_journal(p: &[String]) -> String {
     let _ = journal::parse_eventlog_entry(text);
     match journal::parse(text) {
         Ok(entry) => {
-            let _ = journal::prior(&entry.events);
+            let _ = journal::prior(&entry.events, entry.r.as_ref());
             for ev in &entry.events {
                 let _ = journal::app_event(ev);
                 let _ = journal::queue_event(entry.id.unwrap_or(0), ev);
@@ -1296,21 +1318,21 @@ fn random_step(rng: &mut Rng) -> String {
     ]) {
         0 => {
             let c = container(rng);
-            json!({"e": "submitted", "id": job_id(rng), "c": c, "js": js(rng, &c),
+            json!({"e": "alloc", "id": job_id(rng), "js": js(rng, &c),
                    "prio": *rng.pick(&[16i64, 0, 31, -1, i64::MAX]),
-                   "t": *rng.pick(&[1000.0, 0.0, 1e12]), "urg": *rng.pick(&[16, 0, 31, -1])})
+                   "t": *rng.pick(&[1000.0, 0.0, 1e12])})
         }
         1 => {
             let c = container(rng);
-            json!({"e": "recovered", "id": job_id(rng), "c": c, "js": js(rng, &c),
-                   "prio": 16, "t": 999.0, "urg": 16,
+            json!({"e": "recovered", "id": job_id(rng), "js": js(rng, &c),
                    "prior": {"fluxion_id": if rng.one_in(3) { Value::Null } else { json!(fluxion_id(rng)) },
                              "r": if rng.one_in(3) { Value::Null } else { some_r(rng) },
                              "app_id": if rng.one_in(2) { Value::Null } else { json!(rng.range(1, 10)) },
                              "at": *rng.pick(&[0.0, 998.0, -1.0, f64::MAX]),
-                             "released": rng.one_in(2), "started": rng.one_in(2)}})
+                             "allocated": rng.one_in(2), "started": rng.one_in(2)}})
         }
-        2 => json!({"e": "backlog_done"}),
+        2 => json!({"e": "backlog_done",
+                    "held": if rng.one_in(2) { json!([]) } else { json!([{"id": job_id(rng), "r": some_r(rng)}]) }}),
         3 => json!({"e": "tick"}),
         4 => json!({"e": "reset"}),
         5 => json!({"e": "recovery_timeout"}),
@@ -1318,12 +1340,12 @@ fn random_step(rng: &mut Rng) -> String {
         7 => json!({"e": "restored", "id": job_id(rng), "f": fluxion_id(rng),
                     "err": if rng.one_in(2) { Value::Null } else { json!(rng.pick(&["busy", "invalid", "other"])) }}),
         8 => json!({"e": "priority", "id": job_id(rng), "p": *rng.pick(&[0i64, 1, 31, i64::MIN])}),
-        9 => json!({"e": "urgency", "id": job_id(rng), "u": *rng.pick(&[0, 16, 31])}),
+        9 => json!({"e": "cancel", "id": job_id(rng)}),
         10 => {
             json!({"e": "qexc", "id": job_id(rng), "kind": *rng.pick(&["cancel", "timeout", "exec", ""]),
                      "note": "x"})
         }
-        11 => json!({"e": "qheld", "id": job_id(rng)}),
+        11 => json!({"e": "free", "id": job_id(rng), "last": !rng.one_in(4)}),
         12 => json!({"e": "qalloc", "id": job_id(rng)}),
         13 => json!({"e": "qstart", "id": job_id(rng)}),
         14 => json!({"e": "qinactive", "id": job_id(rng)}),
@@ -1383,8 +1405,7 @@ fn lifecycle(rng: &mut Rng) -> Vec<String> {
         let js = seeds::jobspec_text(rng, &r);
         let status = *rng.pick(&[0, 0, 256, 9]);
         let mut lane: VecDeque<Value> = [
-            json!({"e": "submitted", "id": id, "c": c, "js": js, "prio": 16, "t": 1000.0, "urg": 16}),
-            json!({"e": "qheld", "id": id}),
+            json!({"e": "alloc", "id": id, "js": js, "prio": 16, "t": 1000.0}),
             json!({"e": "respond", "n": 2}),
             json!({"e": "app_submitted_of", "q": id}),
             json!({"e": "app_of", "q": id, "ev": "start"}),
@@ -1393,6 +1414,7 @@ fn lifecycle(rng: &mut Rng) -> Vec<String> {
             json!({"e": "advance", "dt": 1.0}),
             json!({"e": "app_of", "q": id, "ev": "finish", "status": status}),
             json!({"e": "app_of", "q": id, "ev": "clean"}),
+            json!({"e": "free", "id": id, "last": true}),
             json!({"e": "qinactive", "id": id}),
         ]
         .into_iter()
@@ -1555,34 +1577,40 @@ fn to_event(v: &Value) -> Option<Event> {
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     let c = || s("c");
     Some(match v["e"].as_str()? {
-        "submitted" => Event::Submitted {
+        "alloc" => Event::Alloc {
             id: id(),
-            container: c(),
             jobspec: s("js"),
             priority: v["prio"].as_i64().unwrap_or(16),
             t_submit: v["t"].as_f64().unwrap_or(0.0),
-            urgency: v["urg"].as_i64().unwrap_or(16) as i32,
+        },
+        "cancel" => Event::AllocCancel { id: id() },
+        "free" => Event::Free {
+            id: id(),
+            last: v["last"].as_bool().unwrap_or(true),
         },
         "recovered" => {
             let p = &v["prior"];
             Event::Recovered {
                 id: id(),
-                container: c(),
                 jobspec: s("js"),
-                priority: v["prio"].as_i64().unwrap_or(16),
-                t_submit: v["t"].as_f64().unwrap_or(0.0),
-                urgency: v["urg"].as_i64().unwrap_or(16) as i32,
                 prior: Prior {
                     fluxion_id: p["fluxion_id"].as_i64(),
                     r: r_of(&p["r"]),
                     app_id: p["app_id"].as_u64(),
                     dispatched_at: p["at"].as_f64(),
-                    released: p["released"].as_bool().unwrap_or(false),
+                    allocated: p["allocated"].as_bool().unwrap_or(false),
                     started: p["started"].as_bool().unwrap_or(false),
                 },
             }
         }
-        "backlog_done" => Event::QueueBacklogDone,
+        "backlog_done" => Event::QueueBacklogDone {
+            held: v["held"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| Some((h["id"].as_u64()?, r_of(&h["r"]))))
+                .collect(),
+        },
         "tick" => Event::Tick,
         "reset" => Event::FluxionReset,
         "recovery_timeout" => Event::RecoveryTimeout,
@@ -1599,16 +1627,11 @@ fn to_event(v: &Value) -> Option<Event> {
             id: id(),
             priority: v["p"].as_i64().unwrap_or(0),
         },
-        "urgency" => Event::Urgency {
-            id: id(),
-            urgency: v["u"].as_i64().unwrap_or(0) as i32,
-        },
         "qexc" => Event::QueueException {
             id: id(),
             kind: s("kind"),
             note: s("note"),
         },
-        "qheld" => Event::QueueHeld { id: id() },
         "qalloc" => Event::QueueAlloc { id: id() },
         "qstart" => Event::QueueStart { id: id() },
         "qinactive" => Event::QueueInactive { id: id() },
@@ -1620,6 +1643,7 @@ fn to_event(v: &Value) -> Option<Event> {
                     fluxion_id: v["f"].as_i64().unwrap_or(1),
                     r: r_of(&v["r"])?,
                     reserved: v["reserved"].as_bool().unwrap_or(false),
+                    at: v["at"].as_f64().unwrap_or(0.0),
                 }),
             },
         },
@@ -1718,6 +1742,7 @@ impl World {
                         fluxion_id: m.jobid,
                         r,
                         reserved: m.reserved,
+                        at: m.at as f64,
                     })
                 }),
             },

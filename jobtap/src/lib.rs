@@ -76,6 +76,9 @@ fn plugin_init(p: &PluginRef) -> flux::Result<()> {
         p.add_handler("plugin.query", move |_p, _topic, args| {
             let s = s2.borrow();
             args.set_output(&json!({
+                // What this plugin is, whatever its file is called: the
+                // module recognises it by this name.
+                "name": NAME,
                 "role": role.as_str(),
                 "version": env!("CARGO_PKG_VERSION"),
                 "containers": s.containers,
@@ -268,8 +271,36 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        s.strict = is_true(conf.get("strict"));
+        s.strict = parse_strict(conf.get("strict"))
+            .map_err(|e| flux::Error::inval(format!("{NAME}: {e}")))?;
     }
+    // The module sets the mode of an already loaded plugin to its own
+    // (a module reload with another `strict`).
+    let s = Rc::clone(st);
+    p.service_register("set-strict", MsgRole::Owner, move |_p, h, msg| {
+        let req: Value = match msg.request_json() {
+            Ok(v) => v,
+            Err(e) => return drop(h.respond_error(msg, &e)),
+        };
+        match parse_strict(req.get("strict")) {
+            Ok(strict) => {
+                let mut st = s.borrow_mut();
+                if st.strict != strict {
+                    h.log(
+                        Level::Info,
+                        &format!(
+                            "{NAME}: strict mode {} for container {}",
+                            if strict { "on" } else { "off" },
+                            st.container
+                        ),
+                    );
+                }
+                st.strict = strict;
+                drop(h.respond_json(msg, &json!({ "strict": strict })));
+            }
+            Err(e) => drop(h.respond_error(msg, &flux::Error::inval(e))),
+        }
+    })?;
     // This broker's resources, read once (asynchronously: never block the job-manager).
     let h = p.handle()?;
     let f = h.kvs_lookup("resource.R")?;
@@ -407,14 +438,26 @@ fn forget_unconfirmed(st: &mut State) {
     }
 }
 
-/// A plugin boolean as `flux jobtap load` passes it (`strict=true` is a
-/// string, `strict=1` a number) or as JSON.
-fn is_true(v: Option<&Value>) -> bool {
+/// The `strict` setting as `flux jobtap load` passes it (`strict=true` a
+/// boolean or string, `strict=1` a number) or as JSON: true, 1, "true",
+/// "1" and "yes" mean strict; false, 0, "false", "0", "no" and no value
+/// mean not strict; anything else is an error (a security switch must
+/// never read an unknown value as off).
+fn parse_strict(v: Option<&Value>) -> Result<bool, String> {
     match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_i64().is_some_and(|n| n != 0),
-        Some(Value::String(s)) => matches!(s.as_str(), "true" | "1" | "yes"),
-        _ => false,
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if x == 1.0 => Ok(true),
+            Some(x) if x == 0.0 => Ok(false),
+            _ => Err(format!("strict={n}: expected true or false")),
+        },
+        Some(Value::String(s)) => match s.as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(format!("strict={s:?}: expected true or false")),
+        },
+        Some(other) => Err(format!("strict={other}: expected true or false")),
     }
 }
 
@@ -429,26 +472,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plugin_booleans() {
+    fn strict_values() {
         for yes in [
             json!(true),
             json!(1),
+            json!(1.0),
             json!("true"),
             json!("1"),
             json!("yes"),
         ] {
-            assert!(is_true(Some(&yes)), "{yes}");
+            assert_eq!(parse_strict(Some(&yes)), Ok(true), "{yes}");
         }
         for no in [
             json!(false),
             json!(0),
             json!("false"),
+            json!("0"),
             json!("no"),
             json!(null),
         ] {
-            assert!(!is_true(Some(&no)), "{no}");
+            assert_eq!(parse_strict(Some(&no)), Ok(false), "{no}");
         }
-        assert!(!is_true(None));
+        assert_eq!(parse_strict(None), Ok(false));
+        // Never read an unknown value as "not strict".
+        for bad in [json!(2), json!("on"), json!("True"), json!([]), json!({})] {
+            let e = parse_strict(Some(&bad)).unwrap_err();
+            assert!(e.contains("expected true or false"), "{bad}: {e}");
+        }
     }
 
     #[test]

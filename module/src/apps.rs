@@ -329,9 +329,12 @@ fn ask(
     }
 }
 
-/// Load `pancake-bypass` (role=app) on the broker unless it is there.
+/// Load `pancake-bypass` (role=app) on the broker unless it is there. It is
+/// recognised by what it says it is (`plugin.query`), not by its file name:
+/// flux-core lists a plugin by its file's name, which may be anything
+/// (`libpancake_bypass.so` straight from a build, say).
 fn ensure_plugin(p: &Shared, name: &str) {
-    let query = |h: &Handle| {
+    let list = |h: &Handle| {
         h.rpc(
             "job-manager.jobtap",
             Some(r#"{"query_only":true}"#),
@@ -339,56 +342,116 @@ fn ensure_plugin(p: &Shared, name: &str) {
             0,
         )
     };
-    ask(p, name, query, |p, n, f| {
-        let loaded = f
+    ask(p, name, list, |p, n, f| {
+        let listed = f
             .rpc_get_json::<Value>()
             .ok()
             .and_then(|v| v.get("plugins").cloned())
             .and_then(|v| v.as_array().cloned())
             .map(|a| {
                 a.iter()
-                    .any(|x| x.as_str().is_some_and(|s| s.starts_with("pancake-bypass")))
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    // flux-core's own builtins start with a dot.
+                    .filter(|s| !s.starts_with('.'))
+                    .collect::<Vec<String>>()
             });
-        match loaded {
-            Some(true) => query_plugin(p, n),
-            Some(false) => load_plugin(p, n),
+        match listed {
+            Some(candidates) => find_plugin(p, n, candidates),
             None => lost(p, n, "cannot list its jobtap plugins"),
         }
     });
 }
 
-/// The plugin is already there: learn its mode (it keeps the one it was
-/// loaded with; reloading it would drop what it admitted).
-fn query_plugin(p: &Shared, name: &str) {
-    let query = |h: &Handle| {
+/// Ask each of `candidates` what it is, until one is pancake-bypass; load
+/// it if none is.
+fn find_plugin(p: &Shared, name: &str, mut candidates: Vec<String>) {
+    let Some(candidate) = candidates.pop() else {
+        return load_plugin(p, name);
+    };
+    let req = json!({ "name": candidate }).to_string();
+    let query =
+        move |h: &Handle| h.rpc("job-manager.jobtap-query", Some(&req), flux::NODEID_ANY, 0);
+    ask(p, name, query, move |p, n, f| {
+        let reply = f.rpc_get_json::<Value>().ok();
+        match reply {
+            // (Older pancake-bypass builds answered without a name: the
+            // role and admitted set are theirs.)
+            Some(v)
+                if v.get("name").and_then(Value::as_str) == Some("pancake-bypass")
+                    || (v.get("name").is_none()
+                        && v.get("role").is_some()
+                        && v.get("admitted").is_some()) =>
+            {
+                plugin_found(p, n, &candidate, &v)
+            }
+            _ => find_plugin(p, n, candidates),
+        }
+    });
+}
+
+/// The plugin is already there (loaded as `file`): it keeps what it
+/// admitted; its strict mode is set to the module's.
+fn plugin_found(p: &Shared, name: &str, file: &str, reply: &Value) {
+    let strict = reply.get("strict").and_then(Value::as_bool);
+    log(
+        p,
+        Level::Debug,
+        &format!("container {name}: pancake-bypass is loaded there ({file}, strict={strict:?})"),
+    );
+    if let Some(c) = p.borrow_mut().containers.by_name.get_mut(name) {
+        c.strict = strict;
+    }
+    let wanted = p.borrow().options.strict;
+    if strict == Some(wanted) {
+        read_resources(p, name);
+    } else {
+        set_strict(p, name, true);
+    }
+}
+
+/// Set pancake-bypass's strict mode on container `name` to the module's
+/// option; the container's status then reports the mode the plugin
+/// answered. A plugin that cannot change it (an older build) is reported
+/// loudly. With `then_resources`, go on connecting afterwards.
+pub(crate) fn set_strict(p: &Shared, name: &str, then_resources: bool) {
+    let wanted = p.borrow().options.strict;
+    let req = json!({ "strict": wanted }).to_string();
+    let call = move |h: &Handle| {
         h.rpc(
-            "job-manager.jobtap-query",
-            Some(r#"{"name":"pancake-bypass"}"#),
+            "job-manager.pancake-bypass.set-strict",
+            Some(&req),
             flux::NODEID_ANY,
             0,
         )
     };
-    ask(p, name, query, |p, n, f| {
-        let strict = f
-            .rpc_get_json::<Value>()
-            .ok()
-            .and_then(|v| v.get("strict").and_then(Value::as_bool));
-        let wanted = p.borrow().options.strict;
-        if let Some(s) = strict
-            && s != wanted
-        {
-            log(
-                p,
-                Level::Warning,
-                &format!(
-                    "container {n}: pancake-bypass is already loaded there with strict={s} (module option strict={wanted}); reload the plugin there to change it"
-                ),
-            );
+    ask(p, name, call, move |p, n, f| {
+        match f.rpc_get_json::<Value>() {
+            Ok(v) => {
+                let now = v.get("strict").and_then(Value::as_bool);
+                if let Some(c) = p.borrow_mut().containers.by_name.get_mut(n) {
+                    c.strict = now;
+                }
+                log(
+                    p,
+                    Level::Info,
+                    &format!("container {n}: pancake-bypass strict mode set to {wanted}"),
+                );
+            }
+            Err(e) => {
+                let was = p.borrow().containers.by_name.get(n).and_then(|c| c.strict);
+                log(
+                    p,
+                    Level::Err,
+                    &format!(
+                        "container {n}: pancake-bypass there runs with strict={} and cannot be set to strict={wanted} ({e}); reload that plugin there",
+                        was.map_or("unknown".into(), |s| s.to_string())
+                    ),
+                );
+            }
         }
-        if let Some(c) = p.borrow_mut().containers.by_name.get_mut(n) {
-            c.strict = strict;
+        if then_resources {
+            read_resources(p, n);
         }
-        read_resources(p, n);
     });
 }
 

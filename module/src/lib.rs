@@ -317,6 +317,7 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
                     .map_err(|e| flux::Error::inval(format!("pancake: {e}")))?;
                 Ok(o)
             });
+            let strict_before = s_reload.borrow().options.strict;
             let res = res.map(|mut o| {
                 let mut st = s_reload.borrow_mut();
                 // The Fluxion backend and its match policy are fixed while
@@ -348,6 +349,20 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
                     h.log(Level::Info, "config reloaded");
                     let _ = h.respond(msg, None);
                     apps::discover(&s_reload);
+                    if s_reload.borrow().options.strict != strict_before {
+                        // Every connected application broker takes the
+                        // new mode (or says loudly why it cannot).
+                        let up: Vec<String> = s_reload
+                            .borrow()
+                            .containers
+                            .iter()
+                            .filter(|c| c.is_up())
+                            .map(|c| c.name.clone())
+                            .collect();
+                        for name in up {
+                            apps::set_strict(&s_reload, &name, false);
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = h.respond_error(msg, &e);

@@ -118,7 +118,12 @@ pub(crate) fn handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandl
                 h.log(Level::Err, &format!("sched.resource-status: respond: {e}"));
             }
         })
-        .request("feasibility.check", Role::Owner, move |h, msg| {
+        .request("feasibility.check", Role::Owner, {
+            let p = Rc::clone(&feasible);
+            move |h, msg| on_feasibility(&p, h, msg)
+        })
+        // (flux-core before 0.73 asks the scheduler itself.)
+        .request("sched.feasibility", Role::Owner, move |h, msg| {
             on_feasibility(&feasible, h, msg)
         })
         .register(h, None)

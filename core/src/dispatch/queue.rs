@@ -326,15 +326,17 @@ impl Dispatcher {
     pub fn check_request(&self, jobspec: &str) -> Result<(Value, Request), String> {
         let value: Value =
             serde_json::from_str(jobspec).map_err(|e| format!("pancake: invalid jobspec: {e}"))?;
+        let target = match value
+            .pointer("/attributes/system/container")
+            .and_then(Value::as_str)
+        {
+            Some(c) => format!("container {c}"),
+            None => "the queue broker".to_string(),
+        };
         let request = fluxion::Jobspec::from_value(&value)
-            .map_err(|e| format!("pancake: invalid jobspec: {e}"))?
+            .map_err(|e| format!("{target}: invalid jobspec: {e}"))?
             .request;
         let container = request.container.as_deref().unwrap_or_default();
-        let target = if container.is_empty() {
-            "the queue broker".to_string()
-        } else {
-            format!("container {container}")
-        };
         if container.is_empty() && self.local_refused {
             return Err("pancake: this queue runs only container jobs (local-jobs=refuse); submit with --setattr=container=NAME".into());
         }
@@ -559,13 +561,15 @@ impl Dispatcher {
             };
             let queue = queue_name(j);
             let shape = Shape::of(&j.request);
-            if self.q.pass.blocked.contains(&queue) {
-                self.annotate(id, Reason::Behind, out);
-                continue;
-            }
+            // (The most specific reason first: a job whose container is
+            // down waits for it, whatever is ahead of it.)
             if !j.is_local() && !self.containers_up.contains(&j.container) {
                 let c = j.container.clone();
                 self.annotate(id, Reason::ContainerDown(c), out);
+                continue;
+            }
+            if self.q.pass.blocked.contains(&queue) {
+                self.annotate(id, Reason::Behind, out);
                 continue;
             }
             if j.is_local() && self.local_r.is_none() {
