@@ -36,8 +36,8 @@ pub struct Options {
     /// The jobtap plugin to load on application brokers.
     pub plugin: String,
     /// Seconds after which the cores of a lost broker's jobs go back to
-    /// Fluxion even if the broker has not returned (`None`: only when it
-    /// returns without them; a killed broker's tasks may still run).
+    /// Fluxion even if the broker has not returned (`None`, `never`: only
+    /// when it returns without them).
     pub lost_grace: Option<f64>,
     /// Keys given on the command line (they override the config table).
     from_args: Vec<String>,
@@ -56,11 +56,20 @@ impl Default for Options {
             brokers: Vec::new(),
             strict: false,
             plugin: "pancake-bypass.so".into(),
-            lost_grace: None,
+            lost_grace: Some(DEFAULT_LOST_GRACE),
             from_args: Vec::new(),
         }
     }
 }
+
+/// The default `lost-grace`, seconds. In a Flux Operator pod an
+/// application broker is its container's main process: when it dies,
+/// Kubernetes restarts the container and its tasks die with it, so a lost
+/// broker's cores are free again soon (Slurm gives a node that stops
+/// answering `SlurmdTimeout`, 300 s by default, before its jobs fail and
+/// its resources return; a container restart takes seconds). A minute
+/// leaves time for a broker that is only slow to answer to come back.
+pub const DEFAULT_LOST_GRACE: f64 = 60.0;
 
 /// Every key pancake accepts.
 const KEYS: &[&str] = &[
@@ -193,9 +202,9 @@ impl Options {
             }
             "lost-grace" => {
                 self.lost_grace = match value {
-                    "" | "none" => None,
+                    "never" | "none" => None,
                     v => Some(parse_fsd(v).ok_or_else(|| {
-                        format!("lost-grace={v}: expected a duration (30, 30s, 5m) or none")
+                        format!("lost-grace={v}: expected a duration (30, 30s, 5m) or never")
                     })?),
                 };
                 Ok(())
@@ -276,7 +285,10 @@ impl Options {
             "brokers": self.brokers.iter().map(|(n, u)| json!({"name": n, "uri": u})).collect::<Vec<_>>(),
             "strict": self.strict,
             "plugin": self.plugin,
-            "lost-grace": self.lost_grace,
+            "lost-grace": match self.lost_grace {
+                Some(g) => json!(g),
+                None => json!("never"),
+            },
         })
     }
 }
@@ -301,8 +313,18 @@ mod tests {
         assert!(Options::parse(&["lost-grace=1e308m".into()]).is_err());
         let o = Options::parse(&["lost-grace=5m".into()]).unwrap();
         assert_eq!(o.lost_grace, Some(300.0));
-        assert_eq!(Options::parse(&[]).unwrap().lost_grace, None);
+        assert_eq!(
+            Options::parse(&[]).unwrap().lost_grace,
+            Some(DEFAULT_LOST_GRACE),
+            "bounded by default"
+        );
+        for never in ["never", "none"] {
+            let o = Options::parse(&[format!("lost-grace={never}")]).unwrap();
+            assert_eq!(o.lost_grace, None);
+            assert_eq!(o.to_json()["lost-grace"], "never");
+        }
         assert!(Options::parse(&["lost-grace=soon".into()]).is_err());
+        assert!(Options::parse(&["lost-grace=".into()]).is_err());
     }
 
     fn args(v: &[&str]) -> Vec<String> {

@@ -448,8 +448,8 @@ fn parse_strict(v: Option<&Value>) -> Result<bool, String> {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(x) if x == 1.0 => Ok(true),
-            Some(x) if x == 0.0 => Ok(false),
+            Some(1.0) => Ok(true),
+            Some(0.0) => Ok(false),
             _ => Err(format!("strict={n}: expected true or false")),
         },
         Some(Value::String(s)) => match s.as_str() {

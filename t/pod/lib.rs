@@ -380,6 +380,10 @@ impl Pod {
         }
         cmd.args(["sh", "-c", &script])
             .env("PANCAKE_POD_ROOT", &self.root)
+            // Inherited by the brokers, job shells and tasks of this
+            // container: kill_app takes them all down, as Kubernetes does
+            // when it restarts a container whose broker died.
+            .env("PANCAKE_POD_CONTAINER", name)
             .env_remove("FLUX_URI")
             .stdin(Stdio::piped())
             .stdout(logf.try_clone().map_err(|e| e.to_string())?)
@@ -429,10 +433,30 @@ impl Pod {
         Ok(())
     }
 
-    /// Stop one application broker's instance as a crash would: SIGKILL to
-    /// its whole process group (brokers), leaving job shells behind as a
-    /// real crash does.
+    /// Stop one application container as a crash of its broker does in a
+    /// Flux Operator pod: SIGKILL to its whole process group (brokers),
+    /// then to every process of that container (job shells and tasks: the
+    /// broker is the container's main process, and Kubernetes restarts the
+    /// container without them).
     pub fn kill_app(&mut self, name: &str) -> Result<(), Error> {
+        self.kill_broker_only(name)?;
+        for _ in 0..20 {
+            let left = container_processes(&self.root, name);
+            if left.is_empty() {
+                break;
+            }
+            for (pid, _) in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stop one application broker's instance only: SIGKILL to its process
+    /// group, leaving its job shells and tasks running (a broker crash on a
+    /// bare node, not a container restart).
+    pub fn kill_broker_only(&mut self, name: &str) -> Result<(), Error> {
         let b = self
             .apps
             .iter_mut()
@@ -685,6 +709,20 @@ pub fn pod_processes(root: &Path) -> Vec<(i32, String)> {
         }
     }
     out
+}
+
+/// The processes of container `name` of the pod rooted at `root` (their
+/// environment names both).
+pub fn container_processes(root: &Path, name: &str) -> Vec<(i32, String)> {
+    let tag = format!("PANCAKE_POD_CONTAINER={name}\0");
+    pod_processes(root)
+        .into_iter()
+        .filter(|(pid, _)| {
+            let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let t = tag.as_bytes();
+            env.windows(t.len()).any(|w| w == t)
+        })
+        .collect()
 }
 
 /// Parse `flux resource list -no '{nnodes} {ncores} {ngpus}'`-style output
