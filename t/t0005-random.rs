@@ -734,11 +734,19 @@ fn soak_with_faults_keeps_the_invariants() {
         service: Some(&mut service),
     };
     let report = run(&mut pod, jobs, seed + 4, &mut faults);
-    assert_eq!(
-        report.faults.len(),
-        3,
-        "every kind of fault happened: {:?}",
-        report.faults
-    );
+    for kind in [
+        "module reloads",
+        "broker kills",
+        "fluxion restarts",
+        "holds released",
+        "urgency changes",
+        "queue stops",
+    ] {
+        assert!(
+            report.faults.get(kind).is_some_and(|n| *n > 0),
+            "every kind of fault happened ({kind} did not): {:?}",
+            report.faults
+        );
+    }
     pod.shutdown().unwrap();
 }

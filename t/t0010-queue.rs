@@ -106,6 +106,22 @@ fn dependencies_begin_time_and_holds_hold_the_application_job() {
             "{id} was forwarded"
         );
     }
+    // A dependency on a job that does not exist is refused as Flux
+    // refuses it, with the reason.
+    let out = q
+        .output(&[
+            "submit",
+            "--setattr=container=ior",
+            "--dependency=afterok:123456789",
+            "true",
+        ])
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dependency"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t_release = now();
     q.run(&["job", "urgency", &held, "default"]).unwrap();
     std::fs::write(&gate, "").unwrap();
