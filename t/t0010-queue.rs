@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    AppRecord, app_records, check_no_overlap, dmesg, job_field, local_records, pancake_pod,
-    reload_pancake, submit, wait_clean, wait_until,
+    AppRecord, app_records, check_no_overlap, dmesg, hold_nodes, job_field, local_records,
+    pancake_pod, reload_pancake, submit, wait_clean, wait_until,
 };
 use pancake_pod::{Pod, PodSpec};
 
@@ -275,19 +275,7 @@ fn jobs_without_a_container_run_on_the_queue_broker_from_the_same_graph() {
         return;
     };
     let q = &pod.queue;
-    let hog = submit(
-        &pod,
-        &[
-            "--setattr=container=lammps",
-            "-N4",
-            "--exclusive",
-            "sleep",
-            "3",
-        ],
-    );
-    wait_until(q, "hog runs", 60.0, || {
-        job_field(q, &hog, "{state}") == "RUN"
-    });
+    let hog = hold_nodes(&pod, "lammps", 4, 3);
     let local = submit(&pod, &["-N4", "--exclusive", "true"]);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(job_field(q, &local, "{state}"), "SCHED");
@@ -331,20 +319,8 @@ fn pending_state_and_resources_are_truthful() {
     let Some(mut pod) = pancake_pod("pending state", PodSpec::default(), &[]) else {
         return;
     };
-    let hog = submit(
-        &pod,
-        &[
-            "--setattr=container=lammps",
-            "-N3",
-            "--exclusive",
-            "sleep",
-            "300",
-        ],
-    );
+    let hog = hold_nodes(&pod, "lammps", 3, 300);
     let q = &pod.queue;
-    wait_until(q, "hog runs", 60.0, || {
-        job_field(q, &hog, "{state}") == "RUN"
-    });
     let big = submit(&pod, &["--setattr=container=ior", "-N2", "true"]);
     wait_until(q, "big says why it waits", 30.0, || {
         job_field(q, &big, "{annotations.sched.reason_pending}") == "insufficient resources"
@@ -394,19 +370,7 @@ fn priority_order_decides_who_goes_first() {
         return;
     };
     let q = &pod.queue;
-    let hog = submit(
-        &pod,
-        &[
-            "--setattr=container=lammps",
-            "-N4",
-            "--exclusive",
-            "sleep",
-            "3",
-        ],
-    );
-    wait_until(q, "hog runs", 60.0, || {
-        job_field(q, &hog, "{state}") == "RUN"
-    });
+    let hog = hold_nodes(&pod, "lammps", 4, 3);
     let first = submit(
         &pod,
         &["--setattr=container=ior", "-N4", "--exclusive", "true"],

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    dmesg, job_field, pancake_pod, pod_or_skip, reload_pancake, submit, wait_clean, wait_connected,
-    wait_until,
+    dmesg, hold_nodes, job_field, pancake_pod, pod_or_skip, reload_pancake, submit, wait_clean,
+    wait_connected, wait_until,
 };
 use pancake_pod::{PodSpec, lib_dir};
 
@@ -62,19 +62,7 @@ fn a_lost_container_costs_the_others_a_bounded_visible_wait() {
     else {
         return;
     };
-    let hog = submit(
-        &pod,
-        &[
-            "--setattr=container=ior",
-            "-N4",
-            "--exclusive",
-            "sleep",
-            "300",
-        ],
-    );
-    pod.queue
-        .run(&["job", "wait-event", "-t", "60", &hog, "start"])
-        .unwrap();
+    let hog = hold_nodes(&pod, "ior", 4, 300);
     pod.kill_app("ior").unwrap();
     let t_kill = Instant::now();
     let q = &pod.queue;
@@ -134,19 +122,7 @@ fn lost_grace_never_holds_the_cores_until_the_container_returns() {
     ) else {
         return;
     };
-    let hog = submit(
-        &pod,
-        &[
-            "--setattr=container=ior",
-            "-N4",
-            "--exclusive",
-            "sleep",
-            "300",
-        ],
-    );
-    pod.queue
-        .run(&["job", "wait-event", "-t", "60", &hog, "start"])
-        .unwrap();
+    let hog = hold_nodes(&pod, "ior", 4, 300);
     pod.kill_app("ior").unwrap();
     wait_clean(&pod, &hog);
     let other = submit(&pod, &["--setattr=container=lammps", "-n1", "true"]);

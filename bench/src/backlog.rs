@@ -108,18 +108,7 @@ pub(crate) fn run(opts: &Opts, mode: Mode) -> Result<Vec<Backlog>, String> {
         };
         if b > waiting {
             eprintln!("   {b} whole-cluster jobs waiting...");
-            let r = c.run(&RunSpec {
-                jobs: b - waiting,
-                feed: Feed::Queue {
-                    jobspecs: vec![big.clone()],
-                },
-                max_in_flight: usize::MAX,
-                pipeline: opts.pipeline,
-                urgency: 16,
-                stall_timeout: opts.stall,
-                done_on_submit: true,
-            });
-            if let Some(e) = r.error {
+            if let Some(e) = crate::submit_only(&c, opts, b - waiting, &big) {
                 m.error = Some(format!("submitting the backlog: {e}"));
                 out.push(m);
                 break;

@@ -1010,18 +1010,7 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
     pod.queue.run(&["module", "remove", "pancake"])?;
     quiesce(qpid, None);
     m.rss_idle = procstat::rss_kib(qpid);
-    let r = c.run(&RunSpec {
-        jobs: opts.waiting,
-        feed: Feed::Queue {
-            jobspecs: vec![container_js.clone()],
-        },
-        max_in_flight: usize::MAX,
-        pipeline: opts.pipeline,
-        urgency: 16,
-        stall_timeout: opts.stall,
-        done_on_submit: true,
-    });
-    if let Some(e) = r.error {
+    if let Some(e) = submit_only(&c, opts, opts.waiting, &container_js) {
         return Err(format!("submitting waiting container jobs: {e}"));
     }
     quiesce(qpid, None);
@@ -1081,6 +1070,24 @@ fn memory(opts: &Opts) -> Result<Memory, String> {
         eprintln!("   pod shutdown failed: {e}");
     }
     Ok(m)
+}
+
+/// Submit `jobs` copies of `jobspec` to the queue broker as fast as it
+/// takes them, waiting for nothing but their submit answers; the error, if
+/// the run failed.
+fn submit_only(c: &Client, opts: &Opts, jobs: usize, jobspec: &str) -> Option<String> {
+    c.run(&RunSpec {
+        jobs,
+        feed: Feed::Queue {
+            jobspecs: vec![jobspec.to_string()],
+        },
+        max_in_flight: usize::MAX,
+        pipeline: opts.pipeline,
+        urgency: 16,
+        stall_timeout: opts.stall,
+        done_on_submit: true,
+    })
+    .error
 }
 
 /// Wait until the queue broker (or its thread `thread`) stops using CPU:

@@ -78,6 +78,14 @@ impl Containers {
         self.by_name.values()
     }
 
+    /// The names of the containers connected now.
+    pub(crate) fn up(&self) -> Vec<String> {
+        self.iter()
+            .filter(|c| c.is_up())
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// Drop every connection and timer (module unload).
     pub(crate) fn clear(&mut self) {
         self.by_name.clear();

@@ -352,13 +352,7 @@ fn register_handlers(h: &HandleRef, p: &Shared) -> flux::Result<flux::MsgHandler
                     if s_reload.borrow().options.strict != strict_before {
                         // Every connected application broker takes the
                         // new mode (or says loudly why it cannot).
-                        let up: Vec<String> = s_reload
-                            .borrow()
-                            .containers
-                            .iter()
-                            .filter(|c| c.is_up())
-                            .map(|c| c.name.clone())
-                            .collect();
+                        let up = s_reload.borrow().containers.up();
                         for name in up {
                             apps::set_strict(&s_reload, &name, false);
                         }
@@ -652,13 +646,7 @@ pub(crate) fn fluxion_ready(p: &Shared, cap: Capacity, graph: fluxion::Rv1) {
         st.d.set_capacity(cap);
         st.d.set_graph(graph);
     }
-    let up: Vec<String> = p
-        .borrow()
-        .containers
-        .iter()
-        .filter(|c| c.is_up())
-        .map(|c| c.name.clone())
-        .collect();
+    let up = p.borrow().containers.up();
     for c in up {
         feed(p, Event::ContainerUp { container: c });
     }

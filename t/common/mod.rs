@@ -150,6 +150,26 @@ pub fn submit(pod: &Pod, args: &[&str]) -> String {
         .to_string()
 }
 
+/// Submit a container job that holds `nodes` whole nodes of `container`
+/// for `secs` seconds, and wait until it runs: what other jobs then wait
+/// behind.
+pub fn hold_nodes(pod: &Pod, container: &str, nodes: u32, secs: u32) -> String {
+    let id = submit(
+        pod,
+        &[
+            &format!("--setattr=container={container}"),
+            &format!("-N{nodes}"),
+            "--exclusive",
+            "sleep",
+            &secs.to_string(),
+        ],
+    );
+    pod.queue
+        .run(&["job", "wait-event", "-t", "60", &id, "start"])
+        .unwrap_or_else(|e| panic!("{id} never started: {e}\n{}", dmesg(&pod.queue)));
+    id
+}
+
 pub fn wait_clean(pod: &Pod, id: &str) {
     pod.queue
         .run(&["job", "wait-event", "-t", "60", id, "clean"])

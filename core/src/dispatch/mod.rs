@@ -626,6 +626,34 @@ impl Job {
         }
     }
 
+    /// A job for `request`, built from its (redacted) jobspec `value`: its
+    /// container and named queue, and the jobspec Fluxion will match.
+    fn from_jobspec(id: JobId, value: &Value, request: Request) -> Job {
+        let container = request.container.clone().unwrap_or_default();
+        let mut j = Job::new(
+            id,
+            container,
+            request,
+            fluxion_jobspec(value).into_boxed_str(),
+        );
+        j.queue = value
+            .pointer("/attributes/system/queue")
+            .and_then(Value::as_str)
+            .map(Into::into);
+        j
+    }
+
+    /// Running on the queue broker with `r` and Fluxion allocation `fid`
+    /// still to be restored (a recovered job), its request answered.
+    fn resume_running(&mut self, fid: i64, r: Rv1) {
+        self.prior_fluxion_id = Some(fid);
+        self.restore_due = true;
+        self.r = Some(Box::new(r));
+        self.phase = Phase::Running;
+        self.alloc = AllocState::Answered;
+        self.queue_r = true;
+    }
+
     /// True for a job without a container: it runs on the queue broker.
     pub fn is_local(&self) -> bool {
         self.container.is_empty()

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::{
     Action, AllocState, Dispatcher, Granted, Job, JobId, Phase, Reason, app_jobspec, check_grant,
-    fluxion_jobspec, unsupported_constraints,
+    unsupported_constraints,
 };
 
 /// How waiting jobs are taken from the queue.
@@ -302,17 +302,7 @@ impl Dispatcher {
             Ok(v) => v,
             Err(note) => return self.deny(id, note, out),
         };
-        let container = request.container.clone().unwrap_or_default();
-        let mut j = Job::new(
-            id,
-            container,
-            request,
-            fluxion_jobspec(&value).into_boxed_str(),
-        );
-        j.queue = value
-            .pointer("/attributes/system/queue")
-            .and_then(Value::as_str)
-            .map(Into::into);
+        let mut j = Job::from_jobspec(id, &value, request);
         j.priority = priority;
         j.t_submit = t_submit;
         j.alloc = AllocState::Pending;

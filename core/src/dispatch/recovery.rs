@@ -6,9 +6,7 @@
 use fluxion::{FluxionError, Request, Rv1};
 use serde_json::json;
 
-use super::{
-    Action, AllocState, Dispatcher, Job, JobId, Phase, Prior, SUBMIT_GRACE, fluxion_jobspec,
-};
+use super::{Action, AllocState, Dispatcher, Job, JobId, Phase, Prior, SUBMIT_GRACE};
 
 /// Where the search for a recovered job's unconfirmed submit has got to.
 /// Its container's journal backlog lists only active jobs, so a submit that
@@ -56,17 +54,7 @@ impl Dispatcher {
         let request = fluxion::Jobspec::from_value(&value)
             .map(|s| s.request)
             .unwrap_or_else(|_| Request::slots(1, 1, 0));
-        let container = request.container.clone().unwrap_or_default();
-        let mut j = Job::new(
-            id,
-            container,
-            request,
-            fluxion_jobspec(&value).into_boxed_str(),
-        );
-        j.queue = value
-            .pointer("/attributes/system/queue")
-            .and_then(serde_json::Value::as_str)
-            .map(Into::into);
+        let mut j = Job::from_jobspec(id, &value, request);
         if j.is_local() {
             if !prior.allocated {
                 // Matched, but the answer never reached the job-manager: it
@@ -83,12 +71,7 @@ impl Dispatcher {
                 });
                 return;
             };
-            j.prior_fluxion_id = Some(fid);
-            j.restore_due = true;
-            j.r = Some(Box::new(r));
-            j.phase = Phase::Running;
-            j.alloc = AllocState::Answered;
-            j.queue_r = true;
+            j.resume_running(fid, r);
             self.restores_due = true;
             out.push(Action::Log {
                 id: Some(id),
@@ -188,12 +171,7 @@ impl Dispatcher {
             let fid = self.next_foreign_id;
             self.next_foreign_id += 1;
             let mut j = Job::new(id, String::new(), Request::slots(1, 1, 0), "null".into());
-            j.prior_fluxion_id = Some(fid);
-            j.restore_due = true;
-            j.r = Some(Box::new(r));
-            j.phase = Phase::Running;
-            j.alloc = AllocState::Answered;
-            j.queue_r = true;
+            j.resume_running(fid, r);
             self.restores_due = true;
             self.jobs.insert(id, j);
             out.push(Action::Log {
