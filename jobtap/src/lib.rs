@@ -92,6 +92,9 @@ fn plugin_init(p: &PluginRef) -> flux::Result<()> {
         Role::Queue => init_queue(p, &st)?,
         Role::App => init_app(p, &st, &conf)?,
     }
+    if !flux::JOB_MANAGER_FREES_BYPASS_JOBS {
+        free_on_cleanup(p, role)?;
+    }
     p.handle()?.log(
         Level::Info,
         &format!("{NAME}: loaded in {} role", role.as_str()),
@@ -281,6 +284,37 @@ fn bypass_alloc(p: &PluginRef, args: &Args, st: &Shared, id: JobId, r: Value) ->
         });
     })?;
     args.set_output(&json!({ "R": r }))
+}
+
+/// Version fallback (flux-core < 0.63.0, before flux-core PR #5981): the
+/// job-manager does not post `free` for an alloc-bypass job, the plugin
+/// that posted its `alloc` must, or the job stays in CLEANUP. Post it when
+/// one of this role's jobs that holds an R enters CLEANUP. Decided from the
+/// job alone (not from plugin memory), so jobs allocated before a plugin
+/// reload or a job-manager restart are freed too.
+fn free_on_cleanup(p: &PluginRef, role: Role) -> flux::Result<()> {
+    p.add_handler("job.state.cleanup", move |p, _topic, args| {
+        let input = args.input()?;
+        let ours = match role {
+            Role::Queue => container_of(&input).is_some(),
+            Role::App => input
+                .pointer("/jobspec/attributes/system/alloc-bypass/R")
+                .is_some(),
+        };
+        if ours && input.get("R").is_some() {
+            p.event_post(job_id(&input), "free", &json!({}))?;
+        }
+        Ok(())
+    })?;
+    p.handle()?.log(
+        Level::Info,
+        &format!(
+            "{NAME}: flux-core {} frees no alloc-bypass job by itself (before 0.63.0): \
+             this plugin posts free for its jobs",
+            flux::FLUX_CORE_BUILD_VERSION
+        ),
+    );
+    Ok(())
 }
 
 fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
