@@ -429,21 +429,39 @@ fn crash_fails_running_jobs_at_reattach() {
     let t_restart = restart_after_a_ends(&mut pod, &jobs, QueueStop::Crash);
     let q = &pod.queue;
     // job-exec failed the running jobs at reattach, before pancake is back.
-    for id in [&jobs.a, &jobs.b] {
-        wait_event(q, id, "clean");
-        assert_eq!(job_field(q, id, "{result} {returncode}"), "FAILED 1");
-        let log = q.run(&["job", "eventlog", id]).unwrap();
-        assert!(
-            log.contains("exception type=\"exec\"")
-                && log.contains("failed to create guest ns: No such file or directory")
-                && !log.contains("finish"),
-            "{id}: {log}"
-        );
+    let failed_at_reattach = |q: &pancake_pod::Broker| {
+        for id in [&jobs.a, &jobs.b] {
+            wait_event(q, id, "clean");
+            assert_eq!(job_field(q, id, "{result} {returncode}"), "FAILED 1");
+            let log = q.run(&["job", "eventlog", id]).unwrap();
+            assert!(
+                log.contains("exception type=\"exec\"")
+                    && log.contains("failed to create guest ns: No such file or directory")
+                    && !log.contains("finish"),
+                "{id}: {log}"
+            );
+        }
+    };
+    // Version fallback: before flux-core 0.63 the job-manager does not free
+    // an alloc-bypass job; pancake-bypass does, so these jobs stay in
+    // CLEANUP until it is loaded again (then it frees them at once).
+    let freed_by_flux = common::flux_at_least(0, 63);
+    if freed_by_flux {
+        failed_at_reattach(q);
+    } else {
+        for id in [&jobs.a, &jobs.b] {
+            wait_until("the job fails at reattach", q, || {
+                job_field(q, id, "{state}") == "CLEANUP"
+            });
+        }
     }
     for id in [&jobs.c, &jobs.d] {
         assert_eq!(job_field(q, id, "{state}"), "DEPEND", "{id} survived");
     }
     reload(&pod);
+    if !freed_by_flux {
+        failed_at_reattach(&pod.queue);
+    }
     let apps = check_end(&pod, &jobs);
     // a ended on its own while the broker was down: its queue job does not
     // show it. b was still running: pancake cancelled it.

@@ -286,26 +286,31 @@ fn bypass_alloc(p: &PluginRef, args: &Args, st: &Shared, id: JobId, r: Value) ->
     args.set_output(&json!({ "R": r }))
 }
 
-/// Version fallback (flux-core < 0.63.0, before flux-core PR #5981): the
+/// Version fallback (flux-core < 0.63.0, before flux-core PR #5980): the
 /// job-manager does not post `free` for an alloc-bypass job, the plugin
 /// that posted its `alloc` must, or the job stays in CLEANUP. Post it when
 /// one of this role's jobs that holds an R enters CLEANUP. Decided from the
 /// job alone (not from plugin memory), so jobs allocated before a plugin
-/// reload or a job-manager restart are freed too.
+/// reload or a job-manager restart are freed too. A job that entered
+/// CLEANUP while the plugin was not loaded (e.g. failed by job-exec at
+/// reattach after a crash, before the plugin came back) is freed when the
+/// plugin sees it in `job.new` (at plugin load and job-manager restart):
+/// see [`free_if_left_in_cleanup`].
 fn free_on_cleanup(p: &PluginRef, role: Role) -> flux::Result<()> {
     p.add_handler("job.state.cleanup", move |p, _topic, args| {
         let input = args.input()?;
-        let ours = match role {
-            Role::Queue => container_of(&input).is_some(),
-            Role::App => input
-                .pointer("/jobspec/attributes/system/alloc-bypass/R")
-                .is_some(),
-        };
-        if ours && input.get("R").is_some() {
+        if holds_our_r(role, &input) {
             p.event_post(job_id(&input), "free", &json!({}))?;
         }
         Ok(())
     })?;
+    if role == Role::Queue {
+        // (The app role's own job.new handler calls it: the job-manager
+        // calls only the first handler that matches a topic.)
+        p.add_handler("job.new", move |p, _topic, args| {
+            free_if_left_in_cleanup(p, role, &args.input()?)
+        })?;
+    }
     p.handle()?.log(
         Level::Info,
         &format!(
@@ -314,6 +319,32 @@ fn free_on_cleanup(p: &PluginRef, role: Role) -> flux::Result<()> {
             flux::FLUX_CORE_BUILD_VERSION
         ),
     );
+    Ok(())
+}
+
+/// True when `input` is one of this role's alloc-bypass jobs holding an R.
+fn holds_our_r(role: Role, input: &Value) -> bool {
+    let ours = match role {
+        Role::Queue => container_of(input).is_some(),
+        Role::App => input
+            .pointer("/jobspec/attributes/system/alloc-bypass/R")
+            .is_some(),
+    };
+    ours && input.get("R").is_some()
+}
+
+/// In `job.new` (flux-core < 0.63.0 only): post `free` for one of this
+/// role's jobs already in CLEANUP with an R, whose CLEANUP callback ran
+/// while the plugin was not loaded. A second `free` is harmless there: it
+/// only clears the job's has-resources flag again.
+fn free_if_left_in_cleanup(p: &PluginRef, role: Role, input: &Value) -> flux::Result<()> {
+    if flux::JOB_MANAGER_FREES_BYPASS_JOBS {
+        return Ok(());
+    }
+    let cleanup = i64::from(flux::job::STATE_CLEANUP);
+    if input.get("state").and_then(Value::as_i64) == Some(cleanup) && holds_our_r(role, input) {
+        p.event_post(job_id(input), "free", &json!({}))?;
+    }
     Ok(())
 }
 
@@ -366,10 +397,10 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
         Ok(())
     })?;
     let s = Rc::clone(st);
-    p.add_handler("job.new", move |_p, _topic, args| {
+    p.add_handler("job.new", move |p, _topic, args| {
         let input = args.input()?;
         s.borrow_mut().unconfirmed.remove(&job_id(&input));
-        Ok(())
+        free_if_left_in_cleanup(p, Role::App, &input)
     })?;
     // Admitted jobs are allocated with the R they carry.
     on_sched(p, st, |s, id| {
