@@ -2,9 +2,14 @@
 #
 #   make demo      build, install into flux-core's directories, run the demo pod
 #   make test      tier 1 always, tier 2 (real brokers) when flux-core is installed
+#                  (PANCAKE_FLUX_PREFIXES=/p1:/p2: tier 2 once per flux-core prefix)
 #   make bench     direct vs pancake vs pancake+gRPC on the simulated pod
 #                  (BENCH_ARGS="--jobs 1000 --csv bench.csv"; see bench/README.md)
 #   make install / make uninstall   (DESTDIR and PREFIX are honoured)
+#
+# flux-core is whatever `pkg-config flux-core` finds: for one in its own
+# prefix set PKG_CONFIG_PATH=/prefix/lib/pkgconfig and nothing else (the
+# binaries get a runtime path to its libdir; docs/compatibility.md).
 #
 # install builds the release first; `make install NOBUILD=1 TARGET=dir`
 # installs what is already built in dir (the install test uses the debug

@@ -496,6 +496,21 @@ fn make_install_and_uninstall_place_exactly_four_files() {
         want,
         "install places exactly these files"
     );
+    // The installed command runs with nothing else set, also outside a
+    // `flux` command's environment: it finds the libflux-core pkg-config
+    // named (through a runtime path when that libdir is not a system one).
+    let installed = tmp.path().join(rel(pkg_var("fluxcmddir"), "flux-pancake"));
+    let out = std::process::Command::new(&installed)
+        .arg("--help")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        installed.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut args = vec!["uninstall"];
     args.extend(vars);
     make(&args);

@@ -431,17 +431,20 @@ fn crash_fails_running_jobs_at_reattach() {
     let t_restart = restart_after_a_ends(&mut pod, &jobs, QueueStop::Crash);
     let q = &pod.queue;
     // job-exec failed the running jobs at reattach, before pancake is back.
-    for id in [&jobs.a, &jobs.b] {
-        wait_event(q, id, "clean");
-        assert_eq!(job_field(q, id, "{result} {returncode}"), "FAILED 1");
-        let log = q.run(&["job", "eventlog", id]).unwrap();
-        assert!(
-            log.contains("exception type=\"exec\"")
-                && log.contains("failed to create guest ns: No such file or directory")
-                && !log.contains("finish"),
-            "{id}: {log}"
-        );
-    }
+    let failed_at_reattach = |q: &pancake_pod::Broker| {
+        for id in [&jobs.a, &jobs.b] {
+            wait_event(q, id, "clean");
+            assert_eq!(job_field(q, id, "{result} {returncode}"), "FAILED 1");
+            let log = q.run(&["job", "eventlog", id]).unwrap();
+            assert!(
+                log.contains("exception type=\"exec\"")
+                    && log.contains("failed to create guest ns: No such file or directory")
+                    && !log.contains("finish"),
+                "{id}: {log}"
+            );
+        }
+    };
+    failed_at_reattach(q);
     for id in [&jobs.c, &jobs.d] {
         assert_eq!(job_field(q, id, "{state}"), "SCHED", "{id} survived");
     }

@@ -16,8 +16,12 @@
 //!
 //! The flux-core version the bindings were generated from is
 //! [`FLUX_CORE_BUILD_VERSION`]; dependent build scripts read it as
-//! `DEP_FLUX_CORE_VERSION`. APIs newer than the minimum (0.61.0) are flagged
-//! with cfgs, e.g. `flux_raise_wait_status` (>= 0.84.0).
+//! `DEP_FLUX_CORE_VERSION`. Behaviour newer than the minimum (0.61.0) is
+//! flagged by version, e.g. `flux_raise_wait_status` (>= 0.84.0); functions
+//! newer than the minimum are bound only when the headers declare them, and
+//! flagged by probing the bindings (`have_flux_watcher_unref`, ...). Both
+//! are exported to dependents' build scripts as `DEP_FLUX_CORE_<CFG>=1` and
+//! as the constants below. docs/compatibility.md lists them.
 
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
 #![allow(missing_docs, clippy::all, clippy::undocumented_unsafe_blocks)]
@@ -30,6 +34,31 @@ pub const FLUX_CORE_BUILD_VERSION: &str = env!("FLUX_SYS_CORE_VERSION");
 /// True when the flux-core these bindings were built against accepts
 /// `wait_status` in `job-manager.raise` (flux-core >= 0.84.0).
 pub const HAS_RAISE_WAIT_STATUS: bool = cfg!(flux_raise_wait_status);
+
+/// True when this flux-core's job-manager posts `free` itself for an
+/// alloc-bypass job at CLEANUP (flux-core >= 0.63.0, PR #5981). Before, the
+/// jobtap plugin that posted its `alloc` must post its `free`.
+pub const JOB_MANAGER_FREES_BYPASS_JOBS: bool = cfg!(flux_frees_bypass_jobs);
+
+/// True when a module's refused `config-reload` makes `flux config reload`
+/// fail with the broker keeping its previous config (flux-core >= 0.82.0).
+/// Before, the broker keeps the new config even when a module refuses it.
+pub const CONFIG_RELOAD_ROLLS_BACK: bool = cfg!(flux_config_reload_rollback);
+
+/// True when the headers declare `flux_watcher_is_active` (flux-core >= 0.69).
+pub const HAVE_WATCHER_IS_ACTIVE: bool = cfg!(have_flux_watcher_is_active);
+
+/// True when the headers declare `flux_watcher_unref` (flux-core >= 0.70).
+pub const HAVE_WATCHER_UNREF: bool = cfg!(have_flux_watcher_unref);
+
+/// True when the headers declare `flux_module_config_request_decode` and
+/// `flux_set_conf_new` (flux-core >= 0.80); before, a module decodes a
+/// config-reload with `flux_conf_reload_decode` and caches it with
+/// `flux_set_conf`.
+pub const HAVE_MODULE_CONFIG_REQUEST_DECODE: bool = cfg!(all(
+    have_flux_module_config_request_decode,
+    have_flux_set_conf_new
+));
 
 /// The number `state-machine.monitor` reports for the broker's SHUTDOWN
 /// state (the instance is going away; rc3 follows) in this flux-core.

@@ -8,6 +8,9 @@ use crate::handle::HandleRef;
 /// A Flux job id.
 pub type JobId = u64;
 
+/// The CLEANUP job state, as jobtap callbacks report it in `state`.
+pub const STATE_CLEANUP: i32 = flux_sys::FLUX_JOB_STATE_CLEANUP as i32;
+
 /// Submit flags.
 pub mod submit_flags {
     /// Owner only: make the job waitable.

@@ -20,6 +20,7 @@
 //! `jobtap_plugin!`) and every trampoline catch panics, log them to the
 //! broker, and fail the call: no panic ever crosses into C.
 
+pub mod compat;
 pub mod error;
 pub mod ffi;
 pub mod future;
@@ -51,6 +52,24 @@ pub const FLUX_CORE_BUILD_VERSION: &str = flux_sys::FLUX_CORE_BUILD_VERSION;
 
 /// True when this flux-core's `job-manager.raise` accepts `wait_status` (>= 0.84).
 pub const HAS_RAISE_WAIT_STATUS: bool = flux_sys::HAS_RAISE_WAIT_STATUS;
+
+/// True when this flux-core's job-manager posts `free` itself for an
+/// alloc-bypass job (>= 0.63); before, the plugin that allocated it must.
+pub const JOB_MANAGER_FREES_BYPASS_JOBS: bool = flux_sys::JOB_MANAGER_FREES_BYPASS_JOBS;
+
+/// True when a refused config reload leaves the broker's config as it was
+/// (>= 0.82).
+pub const CONFIG_RELOAD_ROLLS_BACK: bool = flux_sys::CONFIG_RELOAD_ROLLS_BACK;
+
+/// True when [`WatcherRef::is_active`] exists (flux-core >= 0.69).
+pub const HAVE_WATCHER_IS_ACTIVE: bool = flux_sys::HAVE_WATCHER_IS_ACTIVE;
+
+/// True when [`WatcherRef::unref`] exists (flux-core >= 0.70).
+pub const HAVE_WATCHER_UNREF: bool = flux_sys::HAVE_WATCHER_UNREF;
+
+/// True when config reloads are decoded with flux-core's current API
+/// (>= 0.80); [`HandleRef::module_config_reload`] falls back before that.
+pub const HAVE_MODULE_CONFIG_REQUEST_DECODE: bool = flux_sys::HAVE_MODULE_CONFIG_REQUEST_DECODE;
 
 /// Any node: the `nodeid` for an RPC the broker routes to the nearest service.
 pub const NODEID_ANY: u32 = flux_sys::FLUX_SYS_NODEID_ANY;

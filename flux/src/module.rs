@@ -58,6 +58,10 @@ pub unsafe fn run_main(
     }
     REACTOR_RAN.with(|c| c.set(false));
     set_panic_handle(Some(hr));
+    // What cannot work on this flux-core, said at load time (flux dmesg).
+    for line in crate::compat::limitation_lines() {
+        hr.log(Level::Warning, &line);
+    }
     // The broker may pthread_cancel(3) a module thread that is still running
     // when it shuts down; the forced unwind that follows must never pass
     // through Rust frames (undefined behaviour; with catch_unwind on the
@@ -174,18 +178,16 @@ impl HandleRef {
 
     /// Decode a `<module>.config-reload` request, check it with `accept`,
     /// and only then cache it on the handle (as the default handler does).
-    /// Returns what `accept` returned; a refused config leaves the old one.
+    /// Returns what `accept` returned; a refused config leaves the old one
+    /// on this handle (whether the broker keeps it too depends on the
+    /// release: [`crate::CONFIG_RELOAD_ROLLS_BACK`]).
     pub fn module_config_reload<T>(
         &self,
         msg: &MsgRef,
         accept: impl FnOnce(&serde_json::Value) -> Result<T>,
     ) -> Result<T> {
-        let mut conf: *mut flux_sys::flux_conf_t = std::ptr::null_mut();
-        // SAFETY: live message; conf receives a new conf object we own.
-        cvt(unsafe { flux_sys::flux_module_config_request_decode(msg.as_ptr(), &mut conf) })?;
-        if conf.is_null() {
-            return Err(Error::proto("config-reload carried no config"));
-        }
+        let conf = decode_config_request(msg)?;
+        // SAFETY: conf is a live conf object we hold a reference on.
         let accepted = crate::json::conf_to_value(conf).and_then(|v| accept(&v));
         let out = match accepted {
             Ok(out) => out,
@@ -195,10 +197,10 @@ impl HandleRef {
                 return Err(e);
             }
         };
-        // SAFETY: flux_set_conf_new takes over our reference on success; on
-        // failure we still own it and drop it.
+        // SAFETY: the handle takes over our reference on success; on failure
+        // we still own it and drop it.
         unsafe {
-            if flux_sys::flux_set_conf_new(self.as_ptr(), conf) < 0 {
+            if set_conf(self.as_ptr(), conf) < 0 {
                 let e = Error::last_os();
                 flux_sys::flux_conf_decref(conf);
                 return Err(e);
@@ -206,4 +208,55 @@ impl HandleRef {
         }
         Ok(out)
     }
+}
+
+/// The config a `config-reload` request carries, with a reference the
+/// caller owns (flux-core >= 0.80: `flux_module_config_request_decode`).
+#[cfg(all(have_flux_module_config_request_decode, have_flux_set_conf_new))]
+fn decode_config_request(msg: &MsgRef) -> Result<*mut flux_sys::flux_conf_t> {
+    let mut conf: *mut flux_sys::flux_conf_t = std::ptr::null_mut();
+    // SAFETY: live message; conf receives a new conf object we own.
+    cvt(unsafe { flux_sys::flux_module_config_request_decode(msg.as_ptr(), &mut conf) })?;
+    if conf.is_null() {
+        return Err(Error::proto("config-reload carried no config"));
+    }
+    Ok(conf)
+}
+
+/// The config a `config-reload` request carries, with a reference the
+/// caller owns (flux-core < 0.80: `flux_conf_reload_decode` lends the
+/// message's conf object, so take a reference of our own on it).
+#[cfg(not(all(have_flux_module_config_request_decode, have_flux_set_conf_new)))]
+fn decode_config_request(msg: &MsgRef) -> Result<*mut flux_sys::flux_conf_t> {
+    let mut conf: *const flux_sys::flux_conf_t = std::ptr::null();
+    // SAFETY: live message; conf receives an object owned by the message.
+    cvt(unsafe { flux_sys::flux_conf_reload_decode(msg.as_ptr(), &mut conf) })?;
+    if conf.is_null() {
+        return Err(Error::proto("config-reload carried no config"));
+    }
+    // SAFETY: conf is live while msg is; the new reference outlives both
+    // and is ours (flux_conf_incref returns its argument).
+    Ok(unsafe { flux_sys::flux_conf_incref(conf) }.cast_mut())
+}
+
+/// Cache `conf` on handle `h`, taking over the caller's reference on success.
+///
+/// # Safety
+/// `h` is a live handle and the caller owns one reference on `conf`.
+#[cfg(have_flux_set_conf_new)]
+unsafe fn set_conf(h: *mut flux_sys::flux_t, conf: *mut flux_sys::flux_conf_t) -> libc::c_int {
+    // SAFETY: the caller's contract.
+    unsafe { flux_sys::flux_set_conf_new(h, conf) }
+}
+
+/// Cache `conf` on handle `h`, taking over the caller's reference on success
+/// (flux-core < 0.80: `flux_set_conf` keeps the reference it is given and
+/// drops it when the config is replaced).
+///
+/// # Safety
+/// `h` is a live handle and the caller owns one reference on `conf`.
+#[cfg(not(have_flux_set_conf_new))]
+unsafe fn set_conf(h: *mut flux_sys::flux_t, conf: *mut flux_sys::flux_conf_t) -> libc::c_int {
+    // SAFETY: the caller's contract.
+    unsafe { flux_sys::flux_set_conf(h, conf) }
 }

@@ -100,12 +100,22 @@ impl WatcherRef {
     }
 
     /// True while the watcher is started (a one-shot timer stops after firing).
+    ///
+    /// Only where flux-core has `flux_watcher_is_active` (>= 0.69; see
+    /// [`crate::HAVE_WATCHER_IS_ACTIVE`]): older releases keep that state
+    /// private, so there is nothing to fall back on.
+    #[cfg(have_flux_watcher_is_active)]
     pub fn is_active(&self) -> bool {
         // SAFETY: a live watcher.
         unsafe { flux_sys::flux_watcher_is_active(self.as_ptr()) }
     }
 
     /// Let the reactor exit even while this watcher is active (`flux_watcher_unref`).
+    ///
+    /// Only where flux-core has `flux_watcher_unref` (>= 0.70; see
+    /// [`crate::HAVE_WATCHER_UNREF`]): older reactors count every active
+    /// watcher, so code that needs this must stop the watcher instead.
+    #[cfg(have_flux_watcher_unref)]
     pub fn unref(&self) {
         // SAFETY: a live watcher.
         unsafe { flux_sys::flux_watcher_unref(self.as_ptr()) };

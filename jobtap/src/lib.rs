@@ -92,6 +92,11 @@ fn plugin_init(p: &PluginRef) -> flux::Result<()> {
         Role::Queue => init_queue(p, &st)?,
         Role::App => init_app(p, &st, &conf)?,
     }
+    // (Only the app role allocates alloc-bypass style: the queue broker's
+    // jobs are allocated by its scheduler, pancake, and freed as usual.)
+    if !flux::JOB_MANAGER_FREES_BYPASS_JOBS && role == Role::App {
+        free_on_cleanup(p)?;
+    }
     p.handle()?.log(
         Level::Info,
         &format!("{NAME}: loaded in {} role", role.as_str()),
@@ -263,6 +268,57 @@ fn bypass_alloc(p: &PluginRef, args: &Args, st: &Shared, id: JobId, r: Value) ->
     args.set_output(&json!({ "R": r }))
 }
 
+/// Version fallback (flux-core < 0.63.0, before flux-core PR #5980): the
+/// job-manager does not post `free` for an alloc-bypass job, the plugin
+/// that posted its `alloc` must, or the job stays in CLEANUP. Post it when
+/// one of the app role's jobs that holds an R enters CLEANUP. Decided from
+/// the job alone (not from plugin memory), so jobs allocated before a
+/// plugin reload or a job-manager restart are freed too. A job that entered
+/// CLEANUP while the plugin was not loaded is freed when the plugin sees it
+/// in `job.new` (at plugin load and job-manager restart): see
+/// [`free_if_left_in_cleanup`].
+fn free_on_cleanup(p: &PluginRef) -> flux::Result<()> {
+    p.add_handler("job.state.cleanup", move |p, _topic, args| {
+        let input = args.input()?;
+        if holds_our_r(&input) {
+            p.event_post(job_id(&input), "free", &json!({}))?;
+        }
+        Ok(())
+    })?;
+    p.handle()?.log(
+        Level::Info,
+        &format!(
+            "{NAME}: flux-core {} frees no alloc-bypass job by itself (before 0.63.0): \
+             this plugin posts free for its jobs",
+            flux::FLUX_CORE_BUILD_VERSION
+        ),
+    );
+    Ok(())
+}
+
+/// True when `input` is a job carrying a pancake R that holds it.
+fn holds_our_r(input: &Value) -> bool {
+    input
+        .pointer("/jobspec/attributes/system/alloc-bypass/R")
+        .is_some()
+        && input.get("R").is_some()
+}
+
+/// In `job.new` (flux-core < 0.63.0 only): post `free` for a job carrying
+/// a pancake R already in CLEANUP, whose CLEANUP callback ran while the
+/// plugin was not loaded. A second `free` is harmless there: it only
+/// clears the job's has-resources flag again.
+fn free_if_left_in_cleanup(p: &PluginRef, input: &Value) -> flux::Result<()> {
+    if flux::JOB_MANAGER_FREES_BYPASS_JOBS {
+        return Ok(());
+    }
+    let cleanup = i64::from(flux::job::STATE_CLEANUP);
+    if input.get("state").and_then(Value::as_i64) == Some(cleanup) && holds_our_r(input) {
+        p.event_post(job_id(input), "free", &json!({}))?;
+    }
+    Ok(())
+}
+
 fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
     {
         let mut s = st.borrow_mut();
@@ -340,10 +396,10 @@ fn init_app(p: &PluginRef, st: &Shared, conf: &Value) -> flux::Result<()> {
         Ok(())
     })?;
     let s = Rc::clone(st);
-    p.add_handler("job.new", move |_p, _topic, args| {
+    p.add_handler("job.new", move |p, _topic, args| {
         let input = args.input()?;
         s.borrow_mut().unconfirmed.remove(&job_id(&input));
-        Ok(())
+        free_if_left_in_cleanup(p, &input)
     })?;
     // Admitted jobs are allocated with the R they carry.
     on_sched(p, st, |s, id| {

@@ -5,6 +5,14 @@
 use fluxion::{IdSet, Rv1};
 use pancake_pod::{Broker, Pod, PodSpec, skip_reason};
 
+/// True when the flux-core the tests run against is `major.minor` or newer
+/// (version fallbacks in the tests; see docs/compatibility.md).
+pub fn flux_at_least(major: u32, minor: u32) -> bool {
+    let v = pancake_pod::flux_version();
+    let mut it = v.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// True (after saying so loudly) when tier 2 cannot run here.
 pub fn skip(test: &str) -> bool {
     match skip_reason() {
