@@ -22,6 +22,8 @@ use crate::msg::MsgRef;
 
 thread_local! {
     static REACTOR_RAN: Cell<bool> = const { Cell::new(false) };
+    /// The broker reached SHUTDOWN while [`HandleRef::run_reactor`] ran.
+    static SHUTDOWN_SEEN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Record that the module's reactor has run (so the module is RUNNING).
@@ -141,8 +143,18 @@ impl HandleRef {
     /// and the reactor also stops when the broker enters its SHUTDOWN state,
     /// so a module left loaded at instance shutdown exits cleanly instead of
     /// being cancelled.
+    ///
+    /// Once the broker reached SHUTDOWN the module is leaving: the call that
+    /// saw it returns `Ok` even when another watcher stopped the reactor with
+    /// an error at the same time (an application broker's connection closing
+    /// as the pod shuts down), and later calls return `Ok` at once, so a
+    /// caller that re-runs the reactor after handling such errors cannot
+    /// keep the module past shutdown (the broker would cancel it).
     pub fn run_reactor(&self) -> Result<()> {
         note_reactor_ran();
+        if SHUTDOWN_SEEN.with(Cell::get) {
+            return Ok(());
+        }
         let mut monitor = self.rpc(
             "state-machine.monitor",
             Some(&format!(
@@ -162,6 +174,7 @@ impl HandleRef {
                 _ => {
                     // SHUTDOWN reached, or the stream ended (ENODATA once it is
                     // past SHUTDOWN): leave like `flux module remove` would.
+                    SHUTDOWN_SEEN.with(|c| c.set(true));
                     if let Some(h) = f.handle() {
                         h.log(Level::Info, "broker is shutting down: module exiting");
                         if let Ok(r) = h.reactor() {
@@ -173,6 +186,9 @@ impl HandleRef {
         })?;
         let rc = self.reactor()?.run().map(|_| ());
         drop(monitor);
+        if SHUTDOWN_SEEN.with(Cell::get) {
+            return Ok(());
+        }
         rc
     }
 

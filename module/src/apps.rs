@@ -760,7 +760,12 @@ pub(crate) fn reap_broken(p: &Shared) -> bool {
         .containers
         .iter()
         .filter(|c| c.broken.get() || c.handle.as_ref().is_some_and(|h| h.is_broken()))
-        .map(|c| c.name.clone())
+        .map(|c| {
+            // Handled once: a connection lost before must not make every
+            // later reactor error look like a broken connection.
+            c.broken.set(false);
+            c.name.clone()
+        })
         .collect();
     for name in &broken {
         lost(p, name, "connection failed");

@@ -119,9 +119,10 @@ pub(crate) type Shared = Rc<RefCell<Pancake>>;
 /// The queue journal, filtered to the events pancake acts on (the
 /// job-manager sends nothing else: on a busy queue broker most events are
 /// `set-flags`, `depend`, `priority`, `release`...). `submit` names the
-/// container jobs; `memo`, `alloc`, `free` and `start` rebuild a job after a
-/// reload; `exception` and `clean` end it.
-const QUEUE_JOURNAL_REQUEST: &str = r#"{"full":false,"allow":{"submit":1,"invalidate":1,"memo":1,"alloc":1,"free":1,"start":1,"exception":1,"clean":1}}"#;
+/// container jobs (the job-manager attaches the jobspec to `submit`; on
+/// flux-core 0.61, to `validate`); `memo`, `alloc`, `free` and `start`
+/// rebuild a job after a reload; `exception` and `clean` end it.
+const QUEUE_JOURNAL_REQUEST: &str = r#"{"full":false,"allow":{"submit":1,"validate":1,"invalidate":1,"memo":1,"alloc":1,"free":1,"start":1,"exception":1,"clean":1}}"#;
 
 /// How long a (re)loaded module waits for the containers' job journals
 /// before it matches without the missing ones.

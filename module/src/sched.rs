@@ -255,10 +255,11 @@ pub(crate) fn alloc_success(p: &Shared, id: JobId, r: Rv1, annotations: Option<V
     let weak = Rc::downgrade(p);
     let done = move |p: &Shared, res: flux::Result<()>| match res {
         Ok(()) => {
-            let mut payload = json!({ "id": id, "type": ALLOC_SUCCESS, "R": r });
-            if let Some(a) = annotations {
-                payload["annotations"] = a;
-            }
+            // Always an object: before flux-core 0.74 (or so) the
+            // job-manager logs EINVAL for a success without annotations.
+            let annotations = annotations.unwrap_or_else(|| json!({}));
+            let payload =
+                json!({ "id": id, "type": ALLOC_SUCCESS, "R": r, "annotations": annotations });
             answer(p, id, payload);
         }
         Err(e) => {

@@ -181,7 +181,10 @@ pub fn hold_nodes(pod: &Pod, container: &str, nodes: u32, secs: u32) -> String {
 pub fn wait_clean(pod: &Pod, id: &str) {
     pod.queue
         .run(&["job", "wait-event", "-t", "60", id, "clean"])
-        .unwrap_or_else(|e| panic!("{id} never finished: {e}\n{}", dmesg(&pod.queue)));
+        .unwrap_or_else(|e| {
+            let log = pod.queue.run(&["job", "eventlog", id]).unwrap_or_default();
+            panic!("{id} never finished: {e}\n{log}\n{}", dmesg(&pod.queue))
+        });
 }
 
 pub fn job_field(b: &pancake_pod::Broker, id: &str, fmt: &str) -> String {
