@@ -15,7 +15,12 @@ use pancake_pod::{FluxionServer, Pod, PodSpec};
 use serde_json::Value;
 
 use crate::client::{Client, Feed, RunSpec};
-use crate::{Mode, Opts, analyse, dry_run, load_pancake_with, stats, wait_connected};
+use crate::memory::submit_only;
+use crate::opts::{Mode, Opts};
+use crate::runs::analyse;
+use crate::setup::{dry_run, load_pancake_with, wait_connected};
+use crate::stats;
+use crate::text::{fmt_ms, short};
 
 /// One backlog size's numbers.
 #[derive(Debug, Clone, Default)]
@@ -108,7 +113,7 @@ pub(crate) fn run(opts: &Opts, mode: Mode) -> Result<Vec<Backlog>, String> {
         };
         if b > waiting {
             eprintln!("   {b} whole-cluster jobs waiting...");
-            if let Some(e) = crate::submit_only(&c, opts, b - waiting, &big) {
+            if let Some(e) = submit_only(&c, opts, b - waiting, &big) {
                 m.error = Some(format!("submitting the backlog: {e}"));
                 out.push(m);
                 break;
@@ -178,7 +183,7 @@ pub(crate) fn report(results: &[Backlog]) -> String {
                 "| {} | {} | failed: {} | | | | |",
                 m.mode,
                 m.waiting,
-                crate::short(e)
+                short(e)
             );
             continue;
         }
@@ -193,8 +198,8 @@ pub(crate) fn report(results: &[Backlog]) -> String {
             m.mode,
             m.waiting,
             m.start_lat.len(),
-            crate::fmt_ms(p50),
-            crate::fmt_ms(p99),
+            fmt_ms(p50),
+            fmt_ms(p99),
             base.map_or(f64::NAN, |b| p50 / b),
             m.calls,
             m.passes

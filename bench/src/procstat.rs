@@ -206,6 +206,13 @@ impl Probe {
     }
 }
 
+/// The machine's load averages (`/proc/loadavg`, first three fields).
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
