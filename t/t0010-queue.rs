@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
     AppRecord, app_records, check_no_overlap, dmesg, hold_nodes, job_field, local_records,
-    pancake_pod, reload_pancake, submit, wait_clean, wait_until,
+    pancake_pod, queue_cmd, reload_pancake, submit, wait_clean, wait_until,
 };
 use pancake_pod::{Pod, PodSpec};
 
@@ -192,8 +192,7 @@ fn queue_control_works_as_with_any_scheduler() {
     wait_clean(&pod, &local);
     assert_eq!(job_field(q, &x, "{result}"), "COMPLETED");
 
-    q.run(&["queue", "disable", "-m", "maintenance window"])
-        .unwrap();
+    queue_cmd(q, "disable", None, Some("maintenance window"));
     let out = q
         .output(&["submit", "--setattr=container=ior", "true"])
         .unwrap();
@@ -237,7 +236,7 @@ fn named_queues() {
     let q = &pod.queue;
     // Named queues begin stopped (flux-core): start them, as an admin does.
     q.run(&["queue", "start", "--all"]).unwrap();
-    q.run(&["queue", "stop", "debug"]).unwrap();
+    queue_cmd(q, "stop", Some("debug"), None);
     let x = submit(&pod, &["-q", "debug", "--setattr=container=lammps", "true"]);
     let y = submit(&pod, &["-q", "batch", "--setattr=container=ior", "true"]);
     let dflt = submit(&pod, &["--setattr=container=chatterbug", "true"]);
@@ -247,7 +246,7 @@ fn named_queues() {
     assert_eq!(job_field(q, &dflt, "{queue}"), "batch");
     assert_eq!(job_field(q, &x, "{state}"), "SCHED");
     assert!(app_of(&all_app_records(&pod), q, &x).is_none());
-    q.run(&["queue", "start", "debug"]).unwrap();
+    queue_cmd(q, "start", Some("debug"), None);
     wait_clean(&pod, &x);
     assert_eq!(job_field(q, &x, "{result}"), "COMPLETED");
     let out = q
@@ -256,8 +255,7 @@ fn named_queues() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope"), "{err}");
-    q.run(&["queue", "disable", "-m", "closed", "debug"])
-        .unwrap();
+    queue_cmd(q, "disable", Some("debug"), Some("closed"));
     let out = q
         .output(&["submit", "-q", "debug", "--setattr=container=ior", "true"])
         .unwrap();

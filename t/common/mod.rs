@@ -13,6 +13,30 @@ pub fn flux_at_least(major: u32, minor: u32) -> bool {
     (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }
 
+/// `flux queue VERB` for `queue` (None: the default or anonymous queue)
+/// with reason `message`, spelled as this flux-core's command wants it:
+/// 0.61 takes the queue as `-q NAME` and the reason as the positional
+/// argument; later releases the other way round (`-m REASON`, `[QUEUE]`).
+/// Probed from the command's help, not guessed from the version.
+pub fn queue_cmd(b: &Broker, verb: &str, queue: Option<&str>, message: Option<&str>) {
+    let help = b.run(&["queue", "stop", "--help"]).unwrap_or_default();
+    let new_style = help.contains("--message");
+    let mut args = vec!["queue".to_string(), verb.to_string()];
+    if new_style {
+        if let Some(m) = message {
+            args.extend(["-m".to_string(), m.to_string()]);
+        }
+        args.extend(queue.map(str::to_string));
+    } else {
+        if let Some(q) = queue {
+            args.extend(["-q".to_string(), q.to_string()]);
+        }
+        args.extend(message.map(str::to_string));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    b.run(&args).unwrap();
+}
+
 /// True (after saying so loudly) when tier 2 cannot run here.
 pub fn skip(test: &str) -> bool {
     match skip_reason() {
