@@ -5,51 +5,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    dmesg, hold_nodes, job_field, pancake_pod, pod_or_skip, reload_pancake, submit, wait_clean,
-    wait_connected, wait_until,
+    Hog, dmesg, hold_nodes, job_field, pancake_pod, pod_or_skip, reload_pancake, submit,
+    wait_clean, wait_connected, wait_until,
 };
 use pancake_pod::{PodSpec, lib_dir};
-
-/// A CPU hog on every core of the machine, until dropped.
-struct Hog {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Hog {
-    fn start() -> Hog {
-        let stop = Arc::new(AtomicBool::new(false));
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = (0..n)
-            .map(|_| {
-                let stop = Arc::clone(&stop);
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = std::hint::black_box(
-                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
-                        );
-                    }
-                })
-            })
-            .collect();
-        Hog { stop, threads }
-    }
-}
-
-impl Drop for Hog {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// The kill scenario with default options: a container's broker dies
 /// (and, as in a Flux Operator pod, its tasks with it) while its job holds

@@ -11,14 +11,14 @@
 
 use std::time::{Duration, Instant};
 
-use pancake_pod::{FluxionServer, Pod, PodSpec};
+use pancake_pod::{Pod, PodSpec};
 use serde_json::Value;
 
 use crate::client::{Client, Feed, RunSpec};
 use crate::memory::submit_only;
 use crate::opts::{Mode, Opts};
 use crate::runs::analyse;
-use crate::setup::{dry_run, load_pancake_with, wait_connected};
+use crate::setup::{dry_run, fluxion_server, load_pancake_with, wait_connected};
 use crate::stats;
 use crate::text::{fmt_ms, short};
 
@@ -52,13 +52,7 @@ fn counter(v: &Value, name: &str) -> u64 {
 /// Run the scenario in `mode` for every size of `opts.backlog`.
 pub(crate) fn run(opts: &Opts, mode: Mode) -> Result<Vec<Backlog>, String> {
     let pod = Pod::start(PodSpec::default())?;
-    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(scratch.path().join("var/log")).map_err(|e| e.to_string())?;
-    let server = if mode == Mode::Grpc {
-        Some(FluxionServer::start(scratch.path())?)
-    } else {
-        None
-    };
+    let (_scratch, server) = fluxion_server(mode)?;
     load_pancake_with(
         &pod,
         server.as_ref().map(|s| s.uri.as_str()),

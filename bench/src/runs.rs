@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use pancake_pod::{FluxionServer, Pod, PodSpec};
+use pancake_pod::{Pod, PodSpec};
 use serde_json::Value;
 
 use crate::client::{Client, Feed, RunResult, RunSpec};
@@ -12,7 +12,9 @@ use crate::diagnose::{stuck_report, trace};
 use crate::opts::{Exec, Mode, Opts};
 use crate::perf::{start_perf, stop_perf};
 use crate::procstat::{self, Probe, Snapshot, loadavg};
-use crate::setup::{dry_run, load_pancake, slot_r, status, testexec_plugin, wait_connected};
+use crate::setup::{
+    dry_run, fluxion_server, load_pancake, slot_r, status, testexec_plugin, wait_connected,
+};
 use crate::stats;
 
 /// One throughput run's (or latency run's) numbers.
@@ -78,13 +80,7 @@ impl Measure {
 pub(crate) fn measure(opts: &Opts, exec: Exec, mode: Mode) -> Result<Vec<Measure>, String> {
     let spec = PodSpec::default();
     let pod = Pod::start(spec.clone())?;
-    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(scratch.path().join("var/log")).map_err(|e| e.to_string())?;
-    let server = if mode == Mode::Grpc {
-        Some(FluxionServer::start(scratch.path())?)
-    } else {
-        None
-    };
+    let (scratch, server) = fluxion_server(mode)?;
     let pancake = mode != Mode::Direct;
     if pancake {
         load_pancake(&pod, server.as_ref().map(|s| s.uri.as_str()))?;

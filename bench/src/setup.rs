@@ -6,12 +6,29 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fluxion::Rv1;
-use pancake_pod::{Pod, PodSpec};
+use pancake_pod::{FluxionServer, Pod, PodSpec};
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::opts::Mode;
 
 /// The pancake module's load arguments for `mode`.
+/// A scratch directory (with the `var/log` a `pancake-fluxion` writes to)
+/// and, in gRPC mode, a `pancake-fluxion` serving from it. Keep both until
+/// the run is over (dropping the server stops it).
+pub(crate) fn fluxion_server(
+    mode: Mode,
+) -> Result<(tempfile::TempDir, Option<FluxionServer>), String> {
+    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(scratch.path().join("var/log")).map_err(|e| e.to_string())?;
+    let server = if mode == Mode::Grpc {
+        Some(FluxionServer::start(scratch.path())?)
+    } else {
+        None
+    };
+    Ok((scratch, server))
+}
+
 pub(crate) fn load_pancake(pod: &Pod, fluxion: Option<&str>) -> Result<(), String> {
     load_pancake_with(pod, fluxion, &[])
 }

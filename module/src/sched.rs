@@ -255,8 +255,8 @@ pub(crate) fn alloc_success(p: &Shared, id: JobId, r: Rv1, annotations: Option<V
     let weak = Rc::downgrade(p);
     let done = move |p: &Shared, res: flux::Result<()>| match res {
         Ok(()) => {
-            // Always an object: before flux-core 0.74 (or so) the
-            // job-manager logs EINVAL for a success without annotations.
+            // Always an object: flux-core 0.61 and 0.73 log EINVAL for a
+            // success without annotations (0.88 accepts none).
             let annotations = annotations.unwrap_or_else(|| json!({}));
             let payload =
                 json!({ "id": id, "type": ALLOC_SUCCESS, "R": r, "annotations": annotations });
